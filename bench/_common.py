@@ -1,0 +1,48 @@
+"""Helpers shared by the benchmark scripts (not a benchmark itself)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+console = Console(width=None if sys.stdout.isatty() else 110)  # files and pipes get the whole table
+
+
+def rung_executable() -> str:
+    """The ``rung`` script of the interpreter running the benchmark (the repo's venv)."""
+    candidate = VENV_BIN / "rung"
+    if not candidate.exists():
+        raise SystemExit(f"no rung script next to {sys.executable}; run with the venv's python (.venv/bin/python bench/...)")
+    return str(candidate)
+
+
+def machine() -> str:
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+    }
+
+
+def verdict(value: float, target: float) -> str:
+    return "[green]pass[/]" if value < target else "[red]FAIL[/]"
+
+
+def table(title: str, columns: list[str], left: int = 1) -> Table:
+    """A table whose first ``left`` columns are text and the rest figures."""
+    t = Table(title=title, caption=machine())
+    for i, column in enumerate(columns):
+        t.add_column(column, justify="left" if i < left else "right", no_wrap=i < left)
+    return t

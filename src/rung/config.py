@@ -1,0 +1,214 @@
+"""The project file ``rung.yaml``, parsed into typed settings.
+
+Precedence, highest first: a CLI flag > the environment (``RUNG_DATABASE_URL``,
+``RUNG_TRACKING_URI``, ``RUNG_EXECUTOR``, ``RUNG_RAY_ADDRESS``) > ``rung.yaml``
+> the defaults written below. Nothing is read at import time: call
+:func:`load_settings`.
+
+Every key is documented in ``docs/configuration.md``. An invalid file raises
+:class:`~rung.errors.ConfigError` with one line that names the key and the fix,
+e.g. ``rung.yaml: deploy.strategy: 'canery' is not one of direct, canary, ab, shadow``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rung.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "PROJECT_FILE", "find_project_root"]
+
+PROJECT_FILE = "rung.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SqlSource(_Section):
+    url: str = Field(description="SQLAlchemy URL of the database to read from")
+    query: str = Field(description="SQL query whose result is the training data")
+
+
+class DataSettings(_Section):
+    source: str | SqlSource = Field(
+        default="data/train.csv",
+        description="CSV or Parquet path (relative to the project), or {url, query} for SQL",
+    )
+    target: str = "target"
+    id_column: str | None = None
+    schema_file: str = Field(default="schema.yaml", alias="schema")
+
+
+class ValidationSettings(_Section):
+    min_rows: int = Field(default=100, ge=0)
+    max_missing_rate: float = Field(default=0.05, ge=0, le=1)
+    max_duplicate_rate: float = Field(default=0.01, ge=0, le=1)
+    missing_rate: dict[str, float] = Field(default_factory=dict)
+    sample_rows: int = Field(default=5, ge=0, le=100)
+
+
+class SplitSettings(_Section):
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 42
+    stratify: bool = True
+
+
+class EvaluateSettings(_Section):
+    slices: list[str] = Field(default_factory=list)
+    primary_metric: str | None = None
+    max_slice_values: int = Field(default=20, ge=1)
+
+
+class ExecutorSettings(_Section):
+    kind: Literal["local", "ray"] = "local"
+    workers: int = Field(default=2, ge=1, le=256)
+    address: str | None = None
+
+
+class StoreSettings(_Section):
+    database_url: str | None = None
+
+
+class TrackingSettings(_Section):
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class RegistrySettings(_Section):
+    model_name: str | None = None
+
+
+class DeploySettings(_Section):
+    strategy: Literal["direct", "canary", "ab", "shadow"] = "canary"
+
+
+class Settings(_Section):
+    """Everything rung reads from ``rung.yaml``, with its defaults."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: Literal["classification", "regression"] = "classification"
+    pipeline: str = "pipeline.py:pipeline"
+    data: DataSettings = Field(default_factory=DataSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    train: dict[str, Any] = Field(default_factory=dict)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _executor_shorthand(cls, values: Any) -> Any:
+        # ``executor: ray`` is the short form of ``executor: {kind: ray}``.
+        if isinstance(values, dict) and isinstance(values.get("executor"), str):
+            values = {**values, "executor": {"kind": values["executor"]}}
+        return values
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or self.name
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Training parameters: what the ``train`` step receives as ``params``."""
+        return dict(self.train.get("params", {}))
+
+
+def find_project_root(start: Path | None = None) -> Path | None:
+    """The nearest directory at or above ``start`` holding a ``rung.yaml``."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / PROJECT_FILE).is_file():
+            return candidate
+    return None
+
+
+def load_settings(root: Path, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read ``root/rung.yaml``, apply the environment and ``overrides``, validate."""
+    import yaml
+
+    path = root / PROJECT_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; create one with `rung init NAME`") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{PROJECT_FILE}:{where}: {problem}; fix the YAML syntax") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{PROJECT_FILE}: expected a mapping of keys (name: ..., task: ...), got {type(raw).__name__}")
+    raw = _apply_environment(raw)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _apply_environment(raw: dict[str, Any]) -> dict[str, Any]:
+    raw = dict(raw)
+    env = os.environ
+    if env.get("RUNG_DATABASE_URL"):
+        _set_dotted(raw, "store.database_url", env["RUNG_DATABASE_URL"])
+    if env.get("RUNG_TRACKING_URI"):
+        _set_dotted(raw, "tracking.uri", env["RUNG_TRACKING_URI"])
+    if env.get("RUNG_EXECUTOR"):
+        _set_dotted(raw, "executor", _executor_dict(raw) | {"kind": env["RUNG_EXECUTOR"]})
+    if env.get("RUNG_RAY_ADDRESS"):
+        _set_dotted(raw, "executor", _executor_dict(raw) | {"address": env["RUNG_RAY_ADDRESS"]})
+    return raw
+
+
+def _executor_dict(raw: dict[str, Any]) -> dict[str, Any]:
+    current = raw.get("executor") or {}
+    return {"kind": current} if isinstance(current, str) else dict(current)
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+        node[key] = child = dict(child)
+        node = child
+    node[leaf] = value
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per problem (the first is what the user fixes first)."""
+    lines = []
+    for error in exc.errors():
+        union_tags = {"str", "SqlSource"}  # pydantic names the union member it tried; the user needs the key
+        loc = ".".join(str(p) for p in error["loc"] if str(p) not in union_tags and not str(p).startswith("function-"))
+        kind = error["type"]
+        given = error.get("input")
+        if kind == "literal_error":
+            expected = error.get("ctx", {}).get("expected", "")
+            choices = expected.replace("'", "").replace(" or ", ", ")
+            lines.append(f"{PROJECT_FILE}: {loc}: {given!r} is not one of {choices}")
+        elif kind == "extra_forbidden":
+            lines.append(f"{PROJECT_FILE}: {loc}: unknown key; remove it or check its spelling (see docs/configuration.md)")
+        elif kind == "missing":
+            lines.append(f"{PROJECT_FILE}: {loc}: required key is missing")
+        else:
+            lines.append(f"{PROJECT_FILE}: {loc}: {error['msg']} (got {given!r})")
+    return lines[0] if len(lines) == 1 else lines[0] + f" (and {len(lines) - 1} more: " + "; ".join(lines[1:]) + ")"

@@ -1,0 +1,1 @@
+"""Data: reading sources, validating batches, profiling reference data."""

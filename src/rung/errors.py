@@ -1,0 +1,114 @@
+"""Every error rung raises on purpose, as one tree.
+
+A caller catches the class that matches the decision it has to make; the
+message is written for the person who reads it (what happened, where, and
+what to do), because the CLI prints it as one line.
+
+::
+
+    RungError                       base: the CLI prints the message, exits 1
+    ├── ConfigError                 rung.yaml missing, malformed or invalid
+    ├── ProjectNotFound             no rung.yaml in this directory or above
+    ├── ProjectExists               rung init over an existing project
+    ├── StoreError                  the metadata store cannot be opened or used
+    ├── TrackingError               MLflow cannot be reached or refused a call
+    ├── DataError                   a data source is missing or unreadable
+    │   └── DataValidationError     a batch failed its schema or quality checks
+    ├── PipelineError               the pipeline definition is wrong (cycle, ...)
+    │   └── StepFailed              a step raised; names the step and its log
+    ├── NotFound                    something named by the user does not exist
+    │   ├── RunNotFound
+    │   └── ModelVersionNotFound
+    └── ReproductionMismatch        `rung reproduce` found different metrics
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RungError",
+    "ConfigError",
+    "ProjectNotFound",
+    "ProjectExists",
+    "StoreError",
+    "TrackingError",
+    "DataError",
+    "DataValidationError",
+    "PipelineError",
+    "StepFailed",
+    "NotFound",
+    "RunNotFound",
+    "ModelVersionNotFound",
+    "ReproductionMismatch",
+]
+
+
+class RungError(Exception):
+    """Base class: an error a user can act on. ``exit_code`` is the CLI's."""
+
+    exit_code = 1
+
+
+class ConfigError(RungError):
+    """The project file is missing, not YAML, or has an invalid key."""
+
+
+class ProjectNotFound(RungError):
+    """No ``rung.yaml`` was found in the directory or any parent."""
+
+
+class ProjectExists(RungError):
+    """``rung init`` refuses to overwrite an existing project."""
+
+
+class StoreError(RungError):
+    """The metadata store could not be opened, migrated or written."""
+
+
+class TrackingError(RungError):
+    """MLflow (tracking or registry) could not be reached or refused a call."""
+
+
+class DataError(RungError):
+    """A data source is missing, unreadable or empty."""
+
+
+class DataValidationError(DataError):
+    """A data batch failed validation; ``report`` holds every failing check."""
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
+
+
+class PipelineError(RungError):
+    """The pipeline definition is wrong: a cycle, a missing input, a duplicate output."""
+
+
+class StepFailed(PipelineError):
+    """A step raised; the run failed there and nothing downstream ran."""
+
+    def __init__(self, step: str, error: str, log_path: Path | str | None = None) -> None:
+        where = f" (log: {log_path})" if log_path else ""
+        super().__init__(f"step '{step}' failed: {error}{where}")
+        self.step = step
+        self.error = error
+        self.log_path = str(log_path) if log_path else None
+
+
+class NotFound(RungError):
+    """Something the user named does not exist."""
+
+
+class RunNotFound(NotFound):
+    """No pipeline run with that id."""
+
+
+class ModelVersionNotFound(NotFound):
+    """No registered model version with that name and number."""
+
+
+class ReproductionMismatch(RungError):
+    """A reproduction produced metrics outside the tolerance of the original."""

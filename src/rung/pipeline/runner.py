@@ -1,0 +1,258 @@
+"""Runs a pipeline: schedules ready steps, serves cache hits, records everything.
+
+The runner owns the loop and the record; executors only run steps. A step
+whose cache key (its code, its input hashes, its parameters and settings,
+and any outside fingerprint it declares) was seen before, with its outputs
+still in the artifact store, is a cache hit and does not run. A failed step
+fails the run with its error and log; nothing downstream runs, and what was
+already running is let finish and recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rung.errors import StepFailed
+from rung.pipeline.artifacts import ArtifactStore
+from rung.pipeline.dag import Pipeline
+from rung.pipeline.executors import Executor, StepOutcome, StepTask
+from rung.pipeline.step import Step, StepContext
+from rung.store import MetadataStore, PipelineRun, StepRun
+
+__all__ = ["Runner", "RunResult", "StepUpdate"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class StepUpdate:
+    """Sent to the progress callback when a step changes state."""
+
+    run_id: str
+    step: str
+    status: str  # running | succeeded | cached | failed | skipped | pinned
+    outcome: StepOutcome | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run: PipelineRun
+    steps: list[StepRun]
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+class Runner:
+    """Executes pipelines against one metadata store, artifact store and executor."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        artifacts: ArtifactStore,
+        executor: Executor,
+        *,
+        project_root: Path,
+        settings: Any = None,
+        clock: Callable[[], datetime] = utcnow,
+        on_update: Callable[[StepUpdate], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.executor = executor
+        self.project_root = project_root
+        self.settings = settings
+        self.clock = clock
+        self.on_update = on_update or (lambda update: None)
+        self._settings_json = settings.model_dump_json() if settings is not None else "{}"
+
+    def run(
+        self,
+        pipeline: Pipeline,
+        *,
+        project: str,
+        params: Mapping[str, Any] | None = None,
+        trigger: str = "manual",
+        pinned: Mapping[str, str] | None = None,
+        targets: list[str] | None = None,
+        use_cache: bool = True,
+        lineage: dict[str, Any] | None = None,
+        reproduces: str | None = None,
+    ) -> RunResult:
+        """Run ``pipeline``; raise :class:`StepFailed` (after recording) if a step fails.
+
+        ``pinned`` supplies outputs by reference (e.g. a recorded data snapshot),
+        so the steps producing them do not run; ``targets`` runs only what those
+        steps or outputs need.
+        """
+        params = dict(params or {})
+        pinned = dict(pinned or {})
+        run_id = uuid.uuid4().hex
+        needed = pipeline.ancestors(targets) if targets else set(pipeline.steps)
+        order = [n for n in pipeline.order() if n in needed]
+        self.store.create_run(
+            PipelineRun(
+                id=run_id,
+                project=project,
+                pipeline=pipeline.name,
+                status="running",
+                trigger=trigger,
+                started_at=self.clock(),
+                params=params,
+                lineage=lineage or {},
+                steps_total=len(order),
+                reproduces=reproduces,
+            ),
+            steps=order,
+        )
+        available: dict[str, str] = {}
+        pending: list[str] = []
+        for name in order:
+            outs = pipeline.steps[name].outputs
+            if all(o in pinned for o in outs):
+                available.update({o: pinned[o] for o in outs})
+                self._record(run_id, name, "pinned", outputs={o: pinned[o] for o in outs})
+            else:
+                pending.append(name)
+
+        running: dict[Future[StepOutcome], tuple[str, str | None]] = {}
+        cache_hits = 0
+        failure: StepOutcome | None = None
+        try:
+            while pending or running:
+                if failure is None:
+                    for name in list(pending):
+                        step = pipeline.steps[name]
+                        if not all(i in available for i in step.inputs):
+                            continue
+                        pending.remove(name)
+                        inputs = {i: available[i] for i in step.inputs}
+                        ctx = self._context(run_id, step, params, available)
+                        key = self._cache_key(step, inputs, params, ctx) if use_cache else None
+                        hit = self.store.cache_get(key) if key else None
+                        if hit is not None and all(self.artifacts.exists(ref) for ref in hit.values()):
+                            available.update(hit)
+                            cache_hits += 1
+                            self._record(run_id, name, "cached", cache_key=key, outputs=hit, cached=True)
+                            continue
+                        log_path = self.project_root / ".rung" / "logs" / run_id / f"{name}.log"
+                        now = self.clock()
+                        self.store.record_step(
+                            run_id, name, status="running", started_at=now, cache_key=key, log_path=str(log_path)
+                        )
+                        self.on_update(StepUpdate(run_id, name, "running"))
+                        task = StepTask(step, ctx, inputs, self.artifacts.root, log_path)
+                        running[self.executor.submit(task)] = (name, key)
+                elif pending:
+                    for name in pending:
+                        self._record(run_id, name, "skipped", error=f"not run: '{failure.name}' failed")
+                    pending.clear()
+                if not running:
+                    if pending and failure is None:
+                        raise AssertionError(f"steps {pending} can never run")  # Pipeline() rules this out
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name, key = running.pop(future)
+                    outcome = _result(future, name)
+                    status = "succeeded" if outcome.ok else "failed"
+                    self.store.record_step(
+                        run_id,
+                        name,
+                        status=status,
+                        finished_at=self.clock(),
+                        duration_s=outcome.duration_s,
+                        attempts=outcome.attempts,
+                        outputs=outcome.outputs,
+                        error=outcome.error,
+                    )
+                    if outcome.ok:
+                        available.update(outcome.outputs)
+                        if key:
+                            self.store.cache_put(key, name, outcome.outputs, run_id, self.clock())
+                    elif failure is None:
+                        failure = outcome
+                    self.on_update(StepUpdate(run_id, name, status, outcome))
+        except BaseException as exc:
+            self.store.update_run(
+                run_id, status="failed", finished_at=self.clock(), error=f"interrupted: {exc!r}", cache_hits=cache_hits
+            )
+            raise
+
+        summary = self._summary(available)
+        if failure is not None:
+            log_path = self.project_root / ".rung" / "logs" / run_id / f"{failure.name}.log"
+            self.store.update_run(
+                run_id,
+                status="failed",
+                finished_at=self.clock(),
+                error=f"{failure.name}: {failure.error}",
+                cache_hits=cache_hits,
+                **summary,
+            )
+            error = StepFailed(failure.name, failure.error or "failed", log_path)
+            error.run_id = run_id  # type: ignore[attr-defined]
+            error.report = failure.report  # type: ignore[attr-defined]
+            error.error_type = failure.error_type  # type: ignore[attr-defined]
+            raise error
+        self.store.update_run(run_id, status="succeeded", finished_at=self.clock(), cache_hits=cache_hits, **summary)
+        return RunResult(run=self.store.get_run(run_id), steps=self.store.steps(run_id), outputs=available)
+
+    def _record(self, run_id: str, name: str, status: str, **fields: Any) -> None:
+        now = self.clock()
+        self.store.record_step(run_id, name, status=status, started_at=now, finished_at=now, duration_s=0.0, **fields)
+        self.on_update(StepUpdate(run_id, name, status))
+
+    def _context(self, run_id: str, step: Step, params: dict[str, Any], available: dict[str, str]) -> StepContext:
+        return StepContext(
+            run_id=run_id,
+            step=step.name,
+            project_root=self.project_root,
+            params=params,
+            settings=self.settings,
+            hashes=dict(available),
+            artifact_root=self.artifacts.root,
+        )
+
+    def _cache_key(self, step: Step, inputs: dict[str, str], params: dict[str, Any], ctx: StepContext) -> str | None:
+        if not step.cache:
+            return None
+        material: dict[str, Any] = {"code": step.code_hash(), "inputs": inputs}
+        if "params" in step.uses or "ctx" in step.uses:
+            material["params"] = params
+        if "ctx" in step.uses:
+            material["settings"] = self._settings_json
+        if step.fingerprint is not None:
+            outside = step.fingerprint(ctx)
+            if outside is None:
+                return None
+            material["fingerprint"] = outside
+        blob = json.dumps(material, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def _summary(self, available: dict[str, str]) -> dict[str, Any]:
+        """What the run record shows: the ``metrics`` output and the ``model_version`` output."""
+        summary: dict[str, Any] = {}
+        if "metrics" in available and available["metrics"].endswith(".json"):
+            summary["metrics"] = self.artifacts.get(available["metrics"])
+        if "model_version" in available and available["model_version"].endswith(".json"):
+            registered = self.artifacts.get(available["model_version"])
+            if isinstance(registered, dict):
+                summary["model_name"] = registered.get("name")
+                summary["model_version"] = registered.get("version")
+        return summary
+
+
+def _result(future: Future[StepOutcome], name: str) -> StepOutcome:
+    try:
+        return future.result()
+    except Exception as exc:  # the worker itself died (OOM, segfault, Ray node lost)
+        return StepOutcome(name=name, ok=False, attempts=1, error=f"worker died: {exc}", error_type=type(exc).__name__)

@@ -1,0 +1,317 @@
+"""A rung project: its settings, its state in ``.rung/``, and what you do with it.
+
+This is the composition root: the only place that turns settings into the
+adapters (metadata store, artifact store, MLflow, executor). The CLI is a
+thin layer over :class:`Project`::
+
+    import rung
+    project = rung.Project.open("churn")
+    result = project.run()
+    print(result.run.metrics["overall"])
+    project.lineage("churn:1")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rung.config import PROJECT_FILE, Settings, find_project_root, load_settings
+from rung.errors import ConfigError, ModelVersionNotFound, PipelineError, ProjectNotFound, StoreError
+from rung.pipeline.artifacts import ArtifactStore
+from rung.pipeline.dag import Pipeline
+from rung.pipeline.executors import PIPELINE_MODULE_PREFIX
+from rung.pipeline.runner import Runner, RunResult, StepUpdate
+from rung.store import MetadataStore, ModelVersionRecord, PipelineRun
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from rung.pipeline.step import StepContext
+    from rung.tracking import Tracking
+
+__all__ = ["Project", "parse_model_ref"]
+
+STATE_DIR = ".rung"
+
+
+def parse_model_ref(ref: str) -> tuple[str, int]:
+    """``churn:3`` → ``("churn", 3)``."""
+    name, sep, version = ref.rpartition(":")
+    if not sep or not name or not version.isdigit():
+        raise ModelVersionNotFound(f"'{ref}' is not a model version; write NAME:VERSION, e.g. churn:1")
+    return name, int(version)
+
+
+class Project:
+    """One project directory (with ``rung.yaml``) and its state."""
+
+    def __init__(self, root: Path, settings: Settings) -> None:
+        self.root = root.resolve()
+        self.settings = settings
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Project:
+        """The project at ``path`` (default: the current directory or the nearest parent with a rung.yaml)."""
+        start = Path(path) if path is not None else None
+        root = find_project_root(start)
+        if root is None:
+            where = start or Path.cwd()
+            raise ProjectNotFound(f"no {PROJECT_FILE} in {where} or above; run `rung init NAME` or cd into a project")
+        return cls(root, load_settings(root, overrides))
+
+    @classmethod
+    def from_context(cls, ctx: StepContext) -> Project:
+        """The project a running step belongs to (settings as the run resolved them)."""
+        return cls(ctx.project_root, ctx.settings)
+
+    # -- adapters ------------------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.store.database_url or f"sqlite:///{self.state_dir / 'rung.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.settings.tracking.uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @cached_property
+    def store(self) -> MetadataStore:
+        return MetadataStore(self.database_url, lock_dir=self.state_dir)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        return ArtifactStore(self.state_dir / "artifacts")
+
+    @cached_property
+    def tracking(self) -> Tracking:
+        from rung.tracking import Tracking
+
+        return Tracking(self.tracking_uri, artifact_root=self.state_dir / "mlartifacts", lock_path=self.state_dir / "mlflow.lock")
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+
+    # -- pipelines -------------------------------------------------------------------------
+
+    def load_pipeline(self, root: Path | None = None) -> Pipeline:
+        """Import the pipeline named by ``pipeline:`` (``file.py:attribute``)."""
+        root = root or self.root
+        file_part, _, attr = self.settings.pipeline.partition(":")
+        attr = attr or "pipeline"
+        path = (root / file_part).resolve()
+        if not path.is_file():
+            raise ConfigError(f"{PROJECT_FILE}: pipeline: {file_part} not found in {root}")
+        module_name = PIPELINE_MODULE_PREFIX + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+        if module_name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            try:
+                spec.loader.exec_module(module)
+            except PipelineError:
+                del sys.modules[module_name]
+                raise
+            except Exception as exc:
+                del sys.modules[module_name]
+                raise PipelineError(f"{file_part}: importing it failed: {type(exc).__name__}: {exc}") from exc
+        pipeline = getattr(sys.modules[module_name], attr, None)
+        if not isinstance(pipeline, Pipeline):
+            raise PipelineError(f"{file_part}: no Pipeline named '{attr}' (set pipeline: FILE:NAME in {PROJECT_FILE})")
+        return pipeline
+
+    def run(
+        self,
+        *,
+        trigger: str = "manual",
+        use_cache: bool = True,
+        on_update: Callable[[StepUpdate], None] | None = None,
+        params: dict[str, Any] | None = None,
+        pinned: dict[str, str] | None = None,
+        targets: list[str] | None = None,
+        pipeline: Pipeline | None = None,
+        reproduces: str | None = None,
+        lineage: dict[str, Any] | None = None,
+    ) -> RunResult:
+        """Run the project's pipeline; raises :class:`~rung.errors.StepFailed` after recording a failure."""
+        from rung.lineage import code_version, environment
+        from rung.pipeline.executors import make_executor
+
+        pipeline = pipeline or self.load_pipeline()
+        if targets is None and any("model_version" in s.outputs for s in pipeline.steps.values()):
+            self.tracking.check_reachable()
+        store = self.store
+        executor_settings = self.settings.executor
+        executor = make_executor(executor_settings.kind, workers=executor_settings.workers, address=executor_settings.address)
+        try:
+            runner = Runner(
+                store, self.artifacts, executor, project_root=self.root, settings=self.settings, on_update=on_update
+            )
+            recorded = lineage or {"code": code_version(self.root), "environment": environment()}
+            recorded.setdefault("pipeline_file", self.settings.pipeline)
+            return runner.run(
+                pipeline,
+                project=self.settings.name,
+                params=self.settings.params if params is None else params,
+                trigger=trigger,
+                pinned=pinned,
+                targets=targets,
+                use_cache=use_cache,
+                lineage=recorded,
+                reproduces=reproduces,
+            )
+        finally:
+            executor.close()
+
+    def runs(self, limit: int = 50) -> list[PipelineRun]:
+        return self.store.list_runs(project=self.settings.name, limit=limit)
+
+    # -- the registry ------------------------------------------------------------------------
+
+    def register_model(
+        self,
+        model: Any,
+        *,
+        metrics: dict[str, Any],
+        train_set: pd.DataFrame,
+        reference_profile: dict[str, Any],
+        ctx: StepContext,
+        data_source: str,
+    ) -> dict[str, Any]:
+        """Register ``model`` in MLflow and record its lineage in the metadata store."""
+        import json
+
+        from rung.evaluation import flatten_metrics
+        from rung.tracking import manifest_digest
+
+        run_lineage = self.store.get_run(ctx.run_id).lineage
+        code = run_lineage.get("code", {})
+        snapshot = ctx.hashes.get("data", "")
+        tags = {
+            "rung.run_id": ctx.run_id,
+            "rung.project": self.settings.name,
+            "rung.snapshot": snapshot,
+            "mlflow.source.git.commit": code.get("git_commit") or "",
+            "rung.git_dirty": str(code.get("git_dirty")),
+        }
+        registered = self.tracking.register(
+            model,
+            name=self.settings.model_name,
+            experiment=self.settings.tracking.experiment or self.settings.name,
+            train=train_set,
+            target=self.settings.data.target,
+            params=ctx.params,
+            metrics=flatten_metrics(metrics),
+            tags=tags,
+            data_digest=snapshot,
+            data_source=data_source,
+            artifacts={"reference_profile.json": reference_profile, "rung_metrics.json": metrics},
+        )
+        lineage = {
+            "pipeline_run": ctx.run_id,
+            "data": {"snapshot": snapshot, "source": data_source, "rows": int(len(train_set))},
+            "code": code,
+            "params": ctx.params,
+            "environment": run_lineage.get("environment", {}),
+            "mlflow_run_id": registered.mlflow_run_id,
+            "model_uri": registered.model_uri,
+            "model_sha256": manifest_digest(registered.sha256),
+            "reference_profile": ctx.hashes.get("reference_profile"),
+            "outputs": {k: v for k, v in ctx.hashes.items()},
+        }
+        now = datetime.now(timezone.utc)
+        record = ModelVersionRecord(
+            name=registered.name,
+            version=registered.version,
+            run_id=ctx.run_id,
+            mlflow_run_id=registered.mlflow_run_id,
+            model_uri=registered.model_uri,
+            flavor=registered.flavor,
+            sha256=registered.sha256,
+            metrics=json.loads(json.dumps(metrics, default=float)),
+            lineage=lineage,
+            created_at=now,
+        )
+        try:
+            self.store.add_model_version(record)
+        except StoreError:
+            self.tracking.delete_version(registered.name, registered.version)
+            raise
+        self.store.append_event(
+            "model.registered",
+            actor="pipeline",
+            subject=registered.name,
+            data={"version": registered.version, "run_id": ctx.run_id, "aliases": registered.aliases},
+            time=now,
+        )
+        return {"name": registered.name, "version": registered.version, "aliases": registered.aliases}
+
+    def model_version(self, ref: str) -> ModelVersionRecord:
+        name, version = parse_model_ref(ref)
+        record = self.store.get_model_version(name, version)
+        if record is None:
+            raise ModelVersionNotFound(f"no model version {name}:{version}; list them with `rung models`")
+        return record
+
+    def models(self, *, with_aliases: bool = True) -> list[dict[str, Any]]:
+        """Every registered version with its aliases and metrics, newest first."""
+        records = self.store.list_model_versions()
+        aliases = self.tracking.aliases() if with_aliases and records else {}
+        out = []
+        for record in records:
+            by_alias = aliases.get(record.name, {})
+            out.append(
+                {
+                    "name": record.name,
+                    "version": record.version,
+                    "aliases": sorted(a for a, v in by_alias.items() if v == record.version),
+                    "flavor": record.flavor,
+                    "metrics": record.metrics.get("overall", {}),
+                    "run_id": record.run_id,
+                    "created_at": record.created_at.isoformat(),
+                }
+            )
+        return out
+
+    def lineage(self, ref: str) -> dict[str, Any]:
+        """Data snapshot ▸ code ▸ params ▸ environment ▸ run ▸ model version, as one record."""
+        record = self.model_version(ref)
+        run = self.store.get_run(record.run_id)
+        return {
+            "model": {"name": record.name, "version": record.version, "uri": record.model_uri, "flavor": record.flavor},
+            "sha256": record.lineage.get("model_sha256"),
+            "files": record.sha256,
+            "data": record.lineage.get("data", {}),
+            "code": record.lineage.get("code", {}),
+            "params": record.lineage.get("params", {}),
+            "environment": record.lineage.get("environment", {}),
+            "pipeline_run": {
+                "id": run.id,
+                "status": run.status,
+                "trigger": run.trigger,
+                "started_at": run.started_at.isoformat(),
+                "duration_s": run.duration_s,
+            },
+            "mlflow_run_id": record.mlflow_run_id,
+            "metrics": record.metrics.get("overall", {}),
+            "reference_profile": record.lineage.get("reference_profile"),
+        }
+
+    def reproduce(self, ref: str, *, tolerance: float = 1e-6, on_update: Callable[[StepUpdate], None] | None = None) -> Any:
+        from rung.reproduce import reproduce
+
+        return reproduce(self, ref, tolerance=tolerance, on_update=on_update)

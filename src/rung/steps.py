@@ -1,0 +1,121 @@
+"""The standard steps of a training pipeline: ingest ▸ validate ▸ split ▸ train ▸ evaluate ▸ register.
+
+``rung init`` writes a ``pipeline.py`` that wires these around the user's own
+``train`` step; each one reads its configuration from ``rung.yaml`` through
+``ctx.settings``. They are ordinary steps: replace any of them with your own
+that produces the same output name.
+
+================  ==============================  ==========================
+step              reads                           produces
+================  ==============================  ==========================
+ingest            data.source                     ``data`` (the snapshot)
+validate          data, schema.yaml, validation   ``validated``
+split             validated, split                ``train_set``, ``test_set``
+profile           train_set                       ``reference_profile``
+*train (yours)*   train_set, params               ``model``
+evaluate          model, test_set, evaluate       ``metrics``
+register          model, metrics, train_set, ...  ``model_version``
+================  ==============================  ==========================
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from rung.data.sources import describe_source, read_source, source_fingerprint
+from rung.errors import DataValidationError
+from rung.lineage import file_sha256
+from rung.pipeline.step import StepContext, step
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["ingest", "validate", "split", "profile", "evaluate", "register"]
+
+
+def _source_fingerprint(ctx: StepContext) -> str | None:
+    return source_fingerprint(ctx.settings.data.source, ctx.project_root)
+
+
+def _schema_fingerprint(ctx: StepContext) -> str | None:
+    return file_sha256(ctx.project_root / ctx.settings.data.schema_file) or "no-schema"
+
+
+@step(outputs="data", fingerprint=_source_fingerprint)
+def ingest(ctx: StepContext) -> pd.DataFrame:
+    """Read ``data.source``; the stored output is the run's data snapshot."""
+    return read_source(ctx.settings.data.source, ctx.project_root)
+
+
+@step(outputs="validated", fingerprint=_schema_fingerprint)
+def validate(data: pd.DataFrame, ctx: StepContext) -> pd.DataFrame:
+    """Stop the run before training when the batch breaks the schema or a quality check."""
+    from rung.data.validation import load_schema, validate_frame
+
+    settings = ctx.settings
+    schema = load_schema(ctx.project_root / settings.data.schema_file)
+    report = validate_frame(data, schema, settings.validation, target=settings.data.target)
+    path = ctx.run_dir / "validation.json"
+    path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    if not report.ok:
+        raise DataValidationError(f"{report.summary()}; report: {path}", report.to_dict())
+    return data
+
+
+@step(outputs=("train_set", "test_set"))
+def split(validated: pd.DataFrame, ctx: StepContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out ``split.test_size`` of the rows, stratified on the target for classification."""
+    from sklearn.model_selection import train_test_split
+
+    settings = ctx.settings
+    target = validated[settings.data.target]
+    stratify = None
+    if settings.task == "classification" and settings.split.stratify and target.value_counts().min() >= 2:
+        stratify = target
+    train, test = train_test_split(
+        validated, test_size=settings.split.test_size, random_state=settings.split.seed, stratify=stratify
+    )
+    return train, test
+
+
+@step(outputs="reference_profile")
+def profile(train_set: pd.DataFrame, ctx: StepContext) -> dict[str, Any]:
+    """The training data's profile, kept with the model for drift monitoring."""
+    from rung.data.profile import reference_profile
+
+    return reference_profile(train_set, target=ctx.settings.data.target)
+
+
+@step(outputs="metrics")
+def evaluate(model: Any, test_set: pd.DataFrame, ctx: StepContext) -> dict[str, Any]:
+    """Metrics on the held-out split, overall and per declared slice."""
+    from rung.evaluation import evaluate_model
+
+    settings = ctx.settings
+    return evaluate_model(
+        model,
+        test_set,
+        target=settings.data.target,
+        task=settings.task,
+        slices=settings.evaluate.slices,
+        max_slice_values=settings.evaluate.max_slice_values,
+    )
+
+
+@step(outputs="model_version")
+def register(
+    model: Any, metrics: dict[str, Any], train_set: pd.DataFrame, reference_profile: dict[str, Any], ctx: StepContext
+) -> dict[str, Any]:
+    """Log the run and model to MLflow, register a version, record its lineage."""
+    from rung.project import Project
+
+    project = Project.from_context(ctx)
+    return project.register_model(
+        model,
+        metrics=metrics,
+        train_set=train_set,
+        reference_profile=reference_profile,
+        ctx=ctx,
+        data_source=describe_source(ctx.settings.data.source),
+    )

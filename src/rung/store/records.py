@@ -1,0 +1,79 @@
+"""What the store hands out: frozen records, never ORM rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["PipelineRun", "StepRun", "ModelVersionRecord", "Event"]
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    id: str
+    project: str
+    pipeline: str
+    status: str
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    steps_total: int = 0
+    cache_hits: int = 0
+    model_name: str | None = None
+    model_version: int | None = None
+    reproduces: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class StepRun:
+    run_id: str
+    name: str
+    status: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    attempts: int = 0
+    cache_key: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    cached: bool = False
+    log_path: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelVersionRecord:
+    name: str
+    version: int
+    run_id: str
+    mlflow_run_id: str
+    model_uri: str
+    flavor: str
+    sha256: dict[str, str]
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    time: datetime
+    kind: str
+    actor: str
+    subject: str
+    data: dict[str, Any]

@@ -1,0 +1,107 @@
+"""The metadata tables, as SQLAlchemy Core. Alembic migrations create them.
+
+``HEAD`` names the newest migration; a store at another revision is upgraded
+on open. A test checks it matches the migration scripts.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = ["metadata", "pipeline_runs", "step_runs", "cache_entries", "model_versions", "events", "HEAD"]
+
+HEAD = "0001"
+
+metadata = MetaData()
+
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project", String(200), nullable=False),
+    Column("pipeline", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("trigger", String(40), nullable=False, default="manual"),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("params", JSON, nullable=False, default=dict),
+    Column("metrics", JSON, nullable=False, default=dict),
+    Column("lineage", JSON, nullable=False, default=dict),
+    Column("error", Text),
+    Column("steps_total", Integer, nullable=False, default=0),
+    Column("cache_hits", Integer, nullable=False, default=0),
+    Column("model_name", String(200)),
+    Column("model_version", Integer),
+    Column("reproduces", String(64)),
+    Index("ix_pipeline_runs_started", "started_at"),
+)
+
+step_runs = Table(
+    "step_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), ForeignKey("pipeline_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("duration_s", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("cache_key", String(64)),
+    Column("outputs", JSON, nullable=False, default=dict),
+    Column("cached", Boolean, nullable=False, default=False),
+    Column("log_path", Text),
+    Column("error", Text),
+    UniqueConstraint("run_id", "name", name="uq_step_runs_run_name"),
+)
+
+cache_entries = Table(
+    "cache_entries",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("step", String(200), nullable=False),
+    Column("outputs", JSON, nullable=False),
+    Column("run_id", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("run_id", String(32), nullable=False),
+    Column("mlflow_run_id", String(64), nullable=False),
+    Column("model_uri", Text, nullable=False),
+    Column("flavor", String(40), nullable=False),
+    Column("sha256", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False, default=dict),
+    Column("lineage", JSON, nullable=False, default=dict),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("kind", String(80), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("data", JSON, nullable=False, default=dict),
+    Index("ix_events_subject_time", "subject", "time"),
+)

@@ -1,0 +1,330 @@
+"""The metadata store on SQLAlchemy: SQLite by default, PostgreSQL by URL.
+
+SQLite runs in WAL mode with a busy timeout, and every transaction starts
+with ``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of
+failing with "database is locked" when a read turns into a write. A short
+retry covers the rest. Migrations run on open, serialised between processes
+(a file lock for SQLite, an advisory lock for PostgreSQL), so eight
+``rung run`` processes started at once on a new project all succeed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from rung.errors import RunNotFound, StoreError
+from rung.store import schema
+from rung.store.records import Event, ModelVersionRecord, PipelineRun, StepRun
+
+__all__ = ["MetadataStore", "normalise_url"]
+
+T = TypeVar("T")
+_RUN_FIELDS = {c.name for c in schema.pipeline_runs.columns}
+_STEP_FIELDS = {c.name for c in schema.step_runs.columns} - {"id"}
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgres://`` and ``postgresql://`` and use the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class MetadataStore:
+    """rung's own records: pipeline runs, steps, the step cache, model versions, events."""
+
+    def __init__(self, url: str, *, lock_dir: Path | None = None) -> None:
+        self.url = normalise_url(url)
+        self._lock_dir = lock_dir
+        try:
+            self.engine = self._create_engine(self.url)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open the metadata store {self._safe_url()}: {exc}") from exc
+        self._migrate()
+
+    # -- connection management -------------------------------------------------
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def _safe_url(self) -> str:
+        try:
+            return sa.make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # a URL that does not even parse is shown as given
+            return self.url
+
+    @staticmethod
+    def _create_engine(url: str) -> Engine:
+        if url.startswith("sqlite"):
+            path = sa.make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url, connect_args={"timeout": 60}, poolclass=sa.pool.NullPool)
+
+            @sa_event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None  # let SQLAlchemy emit BEGIN itself
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA busy_timeout = 60000")
+                cur.execute("PRAGMA journal_mode = WAL")
+                cur.execute("PRAGMA synchronous = NORMAL")
+                cur.execute("PRAGMA foreign_keys = ON")
+                cur.close()
+
+            @sa_event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+            return engine
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _retry(self, fn: Callable[[Connection], T]) -> T:
+        delay = 0.05
+        for attempt in range(8):
+            try:
+                with self._tx() as conn:
+                    return fn(conn)
+            except OperationalError as exc:
+                transient = "locked" in str(exc) or "could not serialize" in str(exc)
+                if not transient or attempt == 7:
+                    raise StoreError(f"metadata store {self._safe_url()}: {exc.orig}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    def _migrate(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                current = self._revision(conn)
+            if current == schema.HEAD:
+                return
+            with self._migration_lock():
+                self._upgrade()
+        except StoreError:
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(
+                f"cannot open the metadata store {self._safe_url()}: {getattr(exc, 'orig', None) or exc}; "
+                "check the URL (RUNG_DATABASE_URL or store.database_url) and that the server is running"
+            ) from exc
+
+    @staticmethod
+    def _revision(conn: Connection) -> str | None:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.dialect == "sqlite":
+            db = sa.make_url(self.url).database or ""
+            if self._lock_dir is not None:
+                lock_dir = self._lock_dir
+            elif db and db != ":memory:":
+                lock_dir = Path(db).parent
+            else:
+                lock_dir = Path(tempfile.gettempdir())
+            lock_path = lock_dir / ".rung-migrate.lock"
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(lock_path, "w") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        elif self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT pg_advisory_lock(72127165)")
+                try:
+                    yield
+                finally:
+                    conn.exec_driver_sql("SELECT pg_advisory_unlock(72127165)")
+                    conn.commit()
+        else:
+            yield
+
+    def _upgrade(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.engine.begin() as conn:
+            if self._revision(conn) == schema.HEAD:  # another process migrated while we waited
+                return
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- pipeline runs ------------------------------------------------------------
+
+    def create_run(self, run: PipelineRun, steps: list[str] | None = None) -> None:
+        """Record a new run and its steps (pending) in one transaction."""
+        values = {k: getattr(run, k) for k in _RUN_FIELDS}
+        rows = [
+            {"run_id": run.id, "name": n, "status": "pending", "attempts": 0, "outputs": {}, "cached": False}
+            for n in steps or []
+        ]
+
+        def write(conn: Connection) -> None:
+            conn.execute(schema.pipeline_runs.insert().values(**values))
+            if rows:
+                conn.execute(schema.step_runs.insert(), rows)
+
+        self._retry(write)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        unknown = set(fields) - _RUN_FIELDS
+        if unknown:
+            raise ValueError(f"unknown pipeline run fields: {sorted(unknown)}")
+        table = schema.pipeline_runs
+        self._retry(lambda c: c.execute(table.update().where(table.c.id == run_id).values(**fields)))
+
+    def get_run(self, run_id: str) -> PipelineRun:
+        """A run by id, or by a unique prefix of its id (as ``rung runs`` shows it)."""
+        table = schema.pipeline_runs
+        with self.engine.connect() as conn:
+            rows = conn.execute(table.select().where(table.c.id.startswith(run_id, autoescape=True)).limit(2)).all()
+        if not rows:
+            raise RunNotFound(f"no pipeline run '{run_id}'; list them with `rung runs`")
+        if len(rows) > 1:
+            raise RunNotFound(f"'{run_id}' matches several runs; give more characters of the id")
+        return self._run(rows[0])
+
+    def list_runs(self, *, project: str | None = None, limit: int = 50) -> list[PipelineRun]:
+        table = schema.pipeline_runs
+        query = table.select().order_by(table.c.started_at.desc()).limit(limit)
+        if project:
+            query = query.where(table.c.project == project)
+        with self.engine.connect() as conn:
+            return [self._run(row) for row in conn.execute(query)]
+
+    @staticmethod
+    def _run(row: Any) -> PipelineRun:
+        data = dict(row._mapping)
+        data["started_at"] = _utc(data["started_at"])
+        data["finished_at"] = _utc(data["finished_at"])
+        return PipelineRun(**data)
+
+    # -- steps --------------------------------------------------------------------
+
+    def record_step(self, run_id: str, name: str, **fields: Any) -> None:
+        """Create or update the record of one step of one run."""
+        unknown = set(fields) - _STEP_FIELDS
+        if unknown:
+            raise ValueError(f"unknown step fields: {sorted(unknown)}")
+        table = schema.step_runs
+
+        def write(conn: Connection) -> None:
+            updated = conn.execute(
+                table.update().where(table.c.run_id == run_id, table.c.name == name).values(**fields)
+            ).rowcount
+            if not updated:
+                defaults = {"status": "pending", "attempts": 0, "outputs": {}, "cached": False}
+                conn.execute(table.insert().values(**(defaults | fields | {"run_id": run_id, "name": name})))
+
+        self._retry(write)
+
+    def steps(self, run_id: str) -> list[StepRun]:
+        table = schema.step_runs
+        with self.engine.connect() as conn:
+            rows = conn.execute(table.select().where(table.c.run_id == run_id).order_by(table.c.id)).all()
+        out = []
+        for row in rows:
+            data = {k: v for k, v in row._mapping.items() if k != "id"}
+            data["started_at"] = _utc(data["started_at"])
+            data["finished_at"] = _utc(data["finished_at"])
+            out.append(StepRun(**data))
+        return out
+
+    # -- step cache -----------------------------------------------------------------
+
+    def cache_get(self, key: str) -> dict[str, str] | None:
+        table = schema.cache_entries
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(table.c.outputs).where(table.c.key == key)).scalar()
+        return dict(value) if value is not None else None
+
+    def cache_put(self, key: str, step: str, outputs: dict[str, str], run_id: str, now: datetime) -> None:
+        table = schema.cache_entries
+
+        def write(conn: Connection) -> None:
+            exists = conn.execute(sa.select(table.c.key).where(table.c.key == key)).first()
+            if exists is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            table.insert().values(key=key, step=step, outputs=outputs, run_id=run_id, created_at=now)
+                        )
+                except IntegrityError:
+                    pass  # another process cached the same result first: same content, nothing to do
+
+        self._retry(write)
+
+    # -- model versions -----------------------------------------------------------------
+
+    def add_model_version(self, record: ModelVersionRecord) -> None:
+        values = {k: getattr(record, k) for k in record.__dataclass_fields__}
+        self._retry(lambda c: c.execute(schema.model_versions.insert().values(**values)))
+
+    def get_model_version(self, name: str, version: int) -> ModelVersionRecord | None:
+        table = schema.model_versions
+        with self.engine.connect() as conn:
+            row = conn.execute(table.select().where(table.c.name == name, table.c.version == version)).first()
+        return self._model_version(row) if row else None
+
+    def list_model_versions(self, name: str | None = None) -> list[ModelVersionRecord]:
+        table = schema.model_versions
+        query = table.select().order_by(table.c.name, table.c.version.desc())
+        if name:
+            query = query.where(table.c.name == name)
+        with self.engine.connect() as conn:
+            return [self._model_version(row) for row in conn.execute(query)]
+
+    @staticmethod
+    def _model_version(row: Any) -> ModelVersionRecord:
+        data = dict(row._mapping)
+        data["created_at"] = _utc(data["created_at"])
+        return ModelVersionRecord(**data)
+
+    # -- events (the audit trail) ------------------------------------------------------------
+
+    def append_event(self, kind: str, *, actor: str, subject: str, data: dict[str, Any], time: datetime) -> None:
+        values = {"kind": kind, "actor": actor, "subject": subject, "data": data, "time": time}
+        self._retry(lambda c: c.execute(schema.events.insert().values(**values)))
+
+    def events(self, subject: str | None = None, limit: int = 200) -> list[Event]:
+        table = schema.events
+        query = table.select().order_by(table.c.id.desc()).limit(limit)
+        if subject:
+            query = query.where(table.c.subject == subject)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [Event(**(dict(r._mapping) | {"time": _utc(r.time)})) for r in reversed(rows)]

@@ -1,0 +1,288 @@
+"""The MLflow adapter: runs, datasets, the model registry and its aliases.
+
+rung writes to MLflow what an MLflow user expects to find there (params,
+metrics, a ``log_input`` dataset with its digest, the model with signature
+and input example, tags for the code version) and adds what MLflow lacks:
+the sha256 of every model file, recorded at registration so a tampered
+model can be refused before it is loaded. scikit-learn models are saved in
+the skops format, not pickle. XGBoost and LightGBM use their native flavours.
+
+On a local SQLite tracking store, registrations from concurrent processes
+are serialised with a file lock: MLflow's SQLite store does not guard
+version numbers or its own migrations against concurrent writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rung.errors import TrackingError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Tracking", "Registered", "detect_flavor", "hash_tree", "CHAMPION", "CHALLENGER"]
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    version: int
+    mlflow_run_id: str
+    model_uri: str
+    flavor: str
+    sha256: dict[str, str]
+    aliases: list[str]
+
+
+def detect_flavor(model: Any) -> str:
+    module = type(model).__module__
+    if module.startswith("xgboost"):
+        return "xgboost"
+    if module.startswith("lightgbm"):
+        return "lightgbm"
+    if hasattr(model, "predict") and hasattr(model, "fit"):
+        return "sklearn"
+    raise TrackingError(
+        f"cannot register a {type(model).__name__}: rung registers scikit-learn, XGBoost and LightGBM models; "
+        "return one of those from the train step"
+    )
+
+
+# Written by MLflow into a model directory when it is downloaded through the
+# registry; it describes the download, not the model, so it is not hashed.
+UNHASHED = frozenset({"registered_model_meta"})
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    """sha256 of every model file under ``root``, by relative path."""
+    out = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in UNHASHED):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        out[path.relative_to(root).as_posix()] = digest.hexdigest()
+    return out
+
+
+def manifest_digest(manifest: dict[str, str]) -> str:
+    return hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(manifest.items())).encode()).hexdigest()
+
+
+class Tracking:
+    """MLflow for one project: ``uri`` (tracking and registry) and a local artifact root."""
+
+    def __init__(self, uri: str, *, artifact_root: Path, lock_path: Path) -> None:
+        self.uri = uri
+        self.artifact_root = artifact_root
+        self.lock_path = lock_path
+
+    @property
+    def is_local(self) -> bool:
+        return self.uri.startswith("sqlite:") or self.uri.startswith("file:") or "://" not in self.uri
+
+    def check_reachable(self, timeout: float = 5.0) -> None:
+        """Fail fast, before any training, when a tracking server does not answer."""
+        if self.is_local:
+            target = self.artifact_root
+            target.mkdir(parents=True, exist_ok=True)
+            if not os.access(target, os.W_OK):
+                raise TrackingError(f"MLflow artifact directory {target} is not writable")
+            return
+        if self.uri.startswith(("http://", "https://")):
+            try:
+                with urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=timeout):
+                    return
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise TrackingError(
+                    f"MLflow tracking server {self.uri} cannot be reached ({reason}); start it or fix RUNG_TRACKING_URI"
+                ) from None
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        if not self.is_local:
+            yield
+            return
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _client(self) -> Any:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        return mlflow.MlflowClient(self.uri, self.uri)
+
+    def _experiment_id(self, client: Any, name: str) -> str:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        location = self.artifact_root.resolve().as_uri() if self.is_local else None
+        return str(client.create_experiment(name, artifact_location=location))
+
+    def register(
+        self,
+        model: Any,
+        *,
+        name: str,
+        experiment: str,
+        train: pd.DataFrame,
+        target: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        data_digest: str,
+        data_source: str,
+        artifacts: dict[str, Any],
+    ) -> Registered:
+        """Log a run with the model and register it as a new version of ``name``.
+
+        The new version gets the ``challenger`` alias; the first version of a
+        model also gets ``champion``. If anything fails after the version
+        was created, the version is deleted: no half-registered model.
+        """
+        flavor = detect_flavor(model)
+        try:
+            with self._lock():
+                return self._register(
+                    model, flavor, name, experiment, train, target, params, metrics, tags, data_digest, data_source, artifacts
+                )
+        except TrackingError:
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TrackingError(f"MLflow at {self.uri} refused the registration of '{name}': {first}") from exc
+
+    def _register(
+        self,
+        model: Any,
+        flavor: str,
+        name: str,
+        experiment: str,
+        train: pd.DataFrame,
+        target: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        data_digest: str,
+        data_source: str,
+        artifacts: dict[str, Any],
+    ) -> Registered:
+        import mlflow
+        from mlflow.models import infer_signature
+
+        client = self._client()
+        experiment_id = self._experiment_id(client, experiment)
+        X = train.drop(columns=[target])
+        example = X.head(5)
+        signature = infer_signature(example, model.predict(example))
+        created_version: int | None = None
+        with mlflow.start_run(experiment_id=experiment_id, run_name=tags.get("rung.run_id", "")[:8]) as run:
+            try:
+                mlflow.log_params({k: str(v)[:500] for k, v in _flat(params).items()})
+                mlflow.log_metrics(metrics)
+                mlflow.set_tags(tags)
+                dataset = mlflow.data.from_pandas(train, source=data_source, targets=target, name=f"{name}-train")
+                mlflow.log_input(dataset, context="training", tags={"rung.snapshot": data_digest})
+                for filename, content in artifacts.items():
+                    mlflow.log_dict(content, filename)
+                info = self._log_model(mlflow, model, flavor, signature, example)
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri))
+                manifest = hash_tree(local)
+                version = mlflow.register_model(info.model_uri, name, await_registration_for=60)
+                created_version = int(version.version)
+                client.set_model_version_tag(name, version.version, "rung.sha256", manifest_digest(manifest))
+                client.set_model_version_tag(name, version.version, "rung.run_id", tags.get("rung.run_id", ""))
+                client.set_model_version_tag(name, version.version, "rung.flavor", flavor)
+                aliases = [CHALLENGER]
+                client.set_registered_model_alias(name, CHALLENGER, version.version)
+                if not self._has_alias(client, name, CHAMPION):
+                    client.set_registered_model_alias(name, CHAMPION, version.version)
+                    aliases.append(CHAMPION)
+            except BaseException:
+                if created_version is not None:
+                    with contextlib.suppress(Exception):
+                        client.delete_model_version(name, str(created_version))
+                raise
+        return Registered(
+            name=name,
+            version=created_version,
+            mlflow_run_id=run.info.run_id,
+            model_uri=f"models:/{name}/{created_version}",
+            flavor=flavor,
+            sha256=manifest,
+            aliases=aliases,
+        )
+
+    @staticmethod
+    def _log_model(mlflow: Any, model: Any, flavor: str, signature: Any, example: Any) -> Any:
+        from importlib.metadata import version as installed
+
+        common = {"name": "model", "signature": signature, "input_example": example}
+        if flavor == "xgboost":
+            return mlflow.xgboost.log_model(model, pip_requirements=[f"xgboost=={installed('xgboost')}"], **common)
+        if flavor == "lightgbm":
+            return mlflow.lightgbm.log_model(model, pip_requirements=[f"lightgbm=={installed('lightgbm')}"], **common)
+        import skops.io
+
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+        requirements = [f"scikit-learn=={installed('scikit-learn')}", f"skops=={installed('skops')}"]
+        return mlflow.sklearn.log_model(
+            model,
+            serialization_format="skops",
+            skops_trusted_types=trusted or None,
+            pip_requirements=requirements,
+            **common,
+        )
+
+    @staticmethod
+    def _has_alias(client: Any, name: str, alias: str) -> bool:
+        try:
+            client.get_model_version_by_alias(name, alias)
+            return True
+        except Exception:
+            return False
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Undo a registration whose lineage could not be recorded."""
+        with contextlib.suppress(Exception):
+            self._client().delete_model_version(name, str(version))
+
+    def aliases(self) -> dict[str, dict[str, int]]:
+        """``{model name: {alias: version}}`` for every registered model."""
+        try:
+            client = self._client()
+            return {m.name: {a: int(v) for a, v in (m.aliases or {}).items()} for m in client.search_registered_models()}
+        except Exception as exc:
+            raise TrackingError(f"cannot read the MLflow registry at {self.uri}: {str(exc).splitlines()[0]}") from exc
+
+
+def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -1,0 +1,84 @@
+"""Shared fixtures: a fresh project per test, and a PostgreSQL database when the server answers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+RUNG = str(Path(sys.executable).with_name("rung"))
+os.environ.setdefault("GIT_AUTHOR_NAME", "rung tests")
+os.environ.setdefault("GIT_AUTHOR_EMAIL", "tests@rung.local")
+os.environ.setdefault("GIT_COMMITTER_NAME", "rung tests")
+os.environ.setdefault("GIT_COMMITTER_EMAIL", "tests@rung.local")
+
+
+def rung_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real ``rung`` console script."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([RUNG, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def template_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A classification project created once; tests copy it (creating one is the slow part)."""
+    from rung.templates import create_project
+
+    root = tmp_path_factory.mktemp("template") / "churn"
+    create_project("churn", "tabular-classification", root, rows=1500, git=False)
+    return root
+
+
+@pytest.fixture
+def project_dir(template_project: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "churn"
+    shutil.copytree(template_project, target)
+    return target
+
+
+@pytest.fixture
+def git_project(project_dir: Path) -> Path:
+    subprocess.run(["git", "init", "-q"], cwd=project_dir, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=project_dir, check=True)
+    subprocess.run(["git", "commit", "-qm", "initial"], cwd=project_dir, check=True)
+    return project_dir
+
+
+def _postgres_admin_url() -> str:
+    return os.environ.get("RUNG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards.
+
+    In CI (CI=true) a missing server fails the test: the PostgreSQL path must be exercised.
+    """
+    import sqlalchemy as sa
+
+    admin_url = _postgres_admin_url()
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        message = f"PostgreSQL at {admin_url} is not reachable ({type(exc).__name__}); start it with scripts/postgres"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"rung_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

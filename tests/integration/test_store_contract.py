@@ -1,0 +1,78 @@
+"""The metadata store behaves the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from rung.errors import RunNotFound
+from rung.store import MetadataStore, ModelVersionRecord, PipelineRun
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/rung.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    s = MetadataStore(url)
+    yield s
+    s.close()
+
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+def _run(run_id: str, minutes: int = 0) -> PipelineRun:
+    return PipelineRun(
+        id=run_id, project="p", pipeline="p", status="running", trigger="manual",
+        started_at=NOW.replace(minute=minutes), params={"a": 1}, lineage={"code": {"git_commit": None}},
+    )
+
+
+def test_runs_and_steps_round_trip(store: MetadataStore) -> None:
+    store.create_run(_run("aaaa1111"), steps=["one", "two"])
+    store.create_run(_run("bbbb2222", minutes=5))
+    store.record_step("aaaa1111", "one", status="succeeded", attempts=2, outputs={"x": "ref.json"})
+    store.update_run("aaaa1111", status="succeeded", metrics={"overall": {"auc": 0.9}}, finished_at=NOW.replace(minute=1))
+    run = store.get_run("aaaa")
+    assert run.status == "succeeded" and run.metrics["overall"]["auc"] == 0.9
+    assert run.started_at == NOW and run.duration_s == 60.0
+    steps = {s.name: s for s in store.steps("aaaa1111")}
+    assert steps["one"].attempts == 2 and steps["one"].outputs == {"x": "ref.json"} and steps["two"].status == "pending"
+    assert [r.id for r in store.list_runs(project="p")] == ["bbbb2222", "aaaa1111"]
+    with pytest.raises(RunNotFound):
+        store.get_run("zzzz")
+    store.create_run(_run("aaaa3333"))
+    with pytest.raises(RunNotFound, match="several"):
+        store.get_run("aaaa")
+
+
+def test_cache_first_writer_wins(store: MetadataStore) -> None:
+    store.cache_put("k" * 64, "train", {"model": "a.pickle"}, "r1", NOW)
+    store.cache_put("k" * 64, "train", {"model": "b.pickle"}, "r2", NOW)
+    assert store.cache_get("k" * 64) == {"model": "a.pickle"}
+    assert store.cache_get("x" * 64) is None
+
+
+def test_model_versions_and_events(store: MetadataStore) -> None:
+    store.create_run(_run("r1"))
+    for version in (1, 2):
+        store.add_model_version(ModelVersionRecord(
+            name="m", version=version, run_id="r1", mlflow_run_id="ml", model_uri=f"models:/m/{version}",
+            flavor="sklearn", sha256={"model.skops": "ab"}, metrics={"overall": {}}, lineage={}, created_at=NOW,
+        ))
+    assert [v.version for v in store.list_model_versions("m")] == [2, 1]
+    assert store.get_model_version("m", 3) is None
+    store.append_event("model.registered", actor="pipeline", subject="m", data={"version": 1}, time=NOW)
+    events = store.events("m")
+    assert len(events) == 1 and events[0].data == {"version": 1} and events[0].time == NOW
+
+
+def test_reopening_does_not_migrate_twice(store: MetadataStore) -> None:
+    again = MetadataStore(store.url)
+    assert again.list_runs() == []
+    again.close()
