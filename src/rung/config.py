@@ -121,6 +121,20 @@ class Settings(_Section):
         """Training parameters: what the ``train`` step receives as ``params``."""
         return dict(self.train.get("params", {}))
 
+    def pipeline_fingerprint(self) -> str:
+        """The settings a pipeline's outputs can depend on, as canonical JSON.
+
+        It is part of the cache key of steps that read the settings. Where
+        steps run (``executor``), where runs are recorded (``store``) and how
+        releases roll out (``deploy``) do not change what a step computes, so
+        editing them keeps the cache warm.
+        """
+        return self.model_dump_json(include=PIPELINE_SECTIONS)
+
+
+# The sections of rung.yaml that pipeline steps read (see Settings.pipeline_fingerprint).
+PIPELINE_SECTIONS = {"name", "task", "pipeline", "data", "validation", "split", "train", "evaluate", "tracking", "registry"}
+
 
 def find_project_root(start: Path | None = None) -> Path | None:
     """The nearest directory at or above ``start`` holding a ``rung.yaml``."""

@@ -130,9 +130,34 @@ class Tracking:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         import mlflow
 
+        return mlflow.MlflowClient(self.uri, self.uri)
+
+    @contextlib.contextmanager
+    def _fluent(self) -> Iterator[Any]:
+        """MLflow's fluent API pointed at this project, and put back afterwards.
+
+        ``mlflow.set_tracking_uri`` is process-global and also exports
+        ``MLFLOW_TRACKING_URI`` to child processes; rung used as a library
+        must not leave the caller's MLflow pointing at a rung project.
+        """
+        import mlflow
+        from mlflow.tracking import _tracking_service, _model_registry
+
+        saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        globals_ = ((_tracking_service.utils, "_tracking_uri"), (_model_registry.utils, "_registry_uri"))
+        saved = [(module, attr, getattr(module, attr)) for module, attr in globals_ if hasattr(module, attr)]
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
-        return mlflow.MlflowClient(self.uri, self.uri)
+        try:
+            yield mlflow
+        finally:
+            for module, attr, value in saved:
+                setattr(module, attr, value)
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def _experiment_id(self, client: Any, name: str) -> str:
         experiment = client.get_experiment_by_name(name)
@@ -164,8 +189,9 @@ class Tracking:
         """
         flavor = detect_flavor(model)
         try:
-            with self._lock():
+            with self._lock(), self._fluent() as mlflow:
                 return self._register(
+                    mlflow,
                     model, flavor, name, experiment, train, target, params, metrics, tags, data_digest, data_source, artifacts
                 )
         except TrackingError:
@@ -176,6 +202,7 @@ class Tracking:
 
     def _register(
         self,
+        mlflow: Any,
         model: Any,
         flavor: str,
         name: str,
@@ -189,7 +216,6 @@ class Tracking:
         data_source: str,
         artifacts: dict[str, Any],
     ) -> Registered:
-        import mlflow
         from mlflow.models import infer_signature
 
         client = self._client()

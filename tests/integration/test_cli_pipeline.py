@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,8 @@ def test_run_registers_a_version_with_full_lineage(git_project: Path) -> None:
     # MLflow holds the same story: run, tags, dataset input, version tag with the model's sha256
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{git_project}/.rung/mlflow.db")
+    uri = f"sqlite:///{git_project}/.rung/mlflow.db"
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
     version = client.get_model_version("churn", "1")
     assert version.tags["rung.sha256"] == lineage["sha256"]
     mlrun = client.get_run(lineage["mlflow_run_id"])
@@ -149,12 +151,15 @@ def test_python_api(tmp_path: Path) -> None:
 
     root = rung.init("api", directory=tmp_path / "api", rows=800, git=False)
     project = rung.Project.open(root)
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     seen: list[str] = []
     result = project.run(on_update=lambda u: seen.append(f"{u.step}:{u.status}"))
     assert result.run.status == "succeeded" and result.run.model_version == 1
     assert "train:succeeded" in seen
     assert project.lineage("api:1")["model"]["version"] == 1
     assert [r.id for r in project.runs()] == [result.run.id]
+    # rung used as a library leaves the caller's MLflow settings alone
+    assert {k: os.environ.get(k) for k in before} == before
     project.close()
 
 

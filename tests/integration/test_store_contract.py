@@ -51,10 +51,10 @@ def test_runs_and_steps_round_trip(store: MetadataStore) -> None:
         store.get_run("aaaa")
 
 
-def test_cache_first_writer_wins(store: MetadataStore) -> None:
+def test_cache_latest_writer_wins(store: MetadataStore) -> None:
     store.cache_put("k" * 64, "train", {"model": "a.pickle"}, "r1", NOW)
     store.cache_put("k" * 64, "train", {"model": "b.pickle"}, "r2", NOW)
-    assert store.cache_get("k" * 64) == {"model": "a.pickle"}
+    assert store.cache_get("k" * 64) == {"model": "b.pickle"}
     assert store.cache_get("x" * 64) is None
 
 

@@ -297,3 +297,17 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, "name: x\n"))
     with pytest.raises(Exception):
         settings.name = "y"  # type: ignore[misc]
+
+
+# -- what invalidates the pipeline cache ------------------------------------------------------
+
+
+def test_pipeline_fingerprint_ignores_where_things_run_but_not_what_they_compute(tmp_path: Path) -> None:
+    base = load_settings(write(tmp_path, "name: x\ntrain: {params: {C: 1.0}}\n")).pipeline_fingerprint()
+    elsewhere = load_settings(
+        write(tmp_path, "name: x\ntrain: {params: {C: 1.0}}\nexecutor: ray\ndeploy: {strategy: canary}\n"
+              "store: {database_url: 'postgresql://db/x'}\n")
+    ).pipeline_fingerprint()
+    assert elsewhere == base
+    changed = load_settings(write(tmp_path, "name: x\ntrain: {params: {C: 2.0}}\n")).pipeline_fingerprint()
+    assert changed != base

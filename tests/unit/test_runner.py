@@ -1,7 +1,7 @@
 """rung.pipeline.runner.Runner on a real SQLite store, an artifact store and local executors.
 
-The steps are defined at module level so that the process pool (workers=2,
-forked) can unpickle them by reference.
+The steps are defined at module level so that the process pool (workers=2)
+can unpickle them by reference.
 """
 
 from __future__ import annotations
@@ -78,6 +78,16 @@ def top(middle):
 @step
 def side():
     return "side"
+
+
+@step
+def now():
+    import time
+
+    return time.time_ns()
+
+
+CLOCK = Pipeline("clock", [now])
 
 
 CHAIN = Pipeline("chain", [base, middle, top, side])
@@ -273,7 +283,15 @@ def test_use_cache_false_runs_everything(runner: Runner) -> None:
     second = runner.run(CHAIN, project="demo", use_cache=False)
     assert second.run.cache_hits == 0
     assert set(statuses(second).values()) == {"succeeded"}
-    assert all(s.cache_key is None for s in second.steps)
+
+
+def test_a_forced_run_refreshes_the_cache(runner: Runner) -> None:
+    first = runner.run(CLOCK, project="demo")
+    forced = runner.run(CLOCK, project="demo", use_cache=False)
+    assert forced.outputs["now"] != first.outputs["now"]
+    third = runner.run(CLOCK, project="demo")
+    assert third.run.cache_hits == 1
+    assert third.outputs["now"] == forced.outputs["now"]  # the forced run's output, not the first one's
 
 
 def test_missing_artifact_means_no_cache_hit(runner: Runner, artifacts: ArtifactStore) -> None:

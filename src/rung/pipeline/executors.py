@@ -141,7 +141,13 @@ class _Inline:
 
 
 class LocalExecutor:
-    """Parallel worker processes on this machine (forked, so they share the loaded pipeline)."""
+    """Parallel worker processes on this machine.
+
+    Workers come from a fork server, not from forking the caller: the caller
+    may hold threads (MLflow, Ray, a web server) and forking a threaded process
+    can deadlock. Tasks travel as cloudpickle payloads, with the project's
+    pipeline module pickled by value since workers cannot import it by name.
+    """
 
     def __init__(self, workers: int = 2) -> None:
         self.workers = workers
@@ -149,14 +155,38 @@ class LocalExecutor:
         if workers <= 1:
             self._pool = _Inline()
         else:
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            context = multiprocessing.get_context(method)
+            if method == "forkserver":
+                # Loaded once in the server, so each worker starts with them imported.
+                context.set_forkserver_preload(["rung.pipeline.executors", "pandas"])
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
     def submit(self, task: StepTask) -> Future[StepOutcome]:
-        return self._pool.submit(execute_step, task)
+        if isinstance(self._pool, _Inline):
+            return self._pool.submit(execute_step, task)
+        import cloudpickle
+
+        _pickle_by_value(cloudpickle, task.step.func.__module__)
+        return self._pool.submit(_execute_payload, cloudpickle.dumps(task), list(sys.path))
 
     def close(self) -> None:
         if isinstance(self._pool, ProcessPoolExecutor):
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _execute_payload(payload: bytes, path: list[str]) -> StepOutcome:
+    """Worker side of :class:`LocalExecutor`: the caller's import path, then the task."""
+    import pickle
+
+    sys.path[:0] = [entry for entry in path if entry not in sys.path]
+    return execute_step(pickle.loads(payload))
+
+
+def _pickle_by_value(cloudpickle: Any, module: str) -> None:
+    """Make ``cloudpickle`` carry ``module``'s code when workers cannot import it."""
+    if not _importable(module) and module in sys.modules:
+        cloudpickle.register_pickle_by_value(sys.modules[module])
 
 
 class RayExecutor:
@@ -183,15 +213,11 @@ class RayExecutor:
                 where = address or "a local instance"
                 raise RungError(f"cannot start Ray ({where}): {exc}") from exc
         self._remote = ray.remote(max_retries=0)(execute_step)
-        self._by_value: set[str] = set()
 
     def submit(self, task: StepTask) -> Future[StepOutcome]:
-        module = task.step.func.__module__
-        if module not in self._by_value and not _importable(module):
-            from ray import cloudpickle  # Ray pickles with its own copy of cloudpickle
+        from ray import cloudpickle  # Ray pickles with its own copy of cloudpickle
 
-            cloudpickle.register_pickle_by_value(sys.modules[module])
-            self._by_value.add(module)
+        _pickle_by_value(cloudpickle, task.step.func.__module__)
         return self._remote.remote(task).future()
 
     def close(self) -> None:

@@ -72,7 +72,7 @@ class Runner:
         self.settings = settings
         self.clock = clock
         self.on_update = on_update or (lambda update: None)
-        self._settings_json = settings.model_dump_json() if settings is not None else "{}"
+        self._settings_json = settings.pipeline_fingerprint() if settings is not None else "{}"
 
     def run(
         self,
@@ -136,8 +136,8 @@ class Runner:
                         pending.remove(name)
                         inputs = {i: available[i] for i in step.inputs}
                         ctx = self._context(run_id, step, params, available)
-                        key = self._cache_key(step, inputs, params, ctx) if use_cache else None
-                        hit = self.store.cache_get(key) if key else None
+                        key = self._cache_key(step, inputs, params, ctx)  # written even when not read
+                        hit = self.store.cache_get(key) if key and use_cache else None
                         if hit is not None and all(self.artifacts.exists(ref) for ref in hit.values()):
                             available.update(hit)
                             cache_hits += 1

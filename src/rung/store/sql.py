@@ -79,7 +79,8 @@ class MetadataStore:
             path = sa.make_url(url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(url, connect_args={"timeout": 60}, poolclass=sa.pool.NullPool)
+            # A small pool of reused connections: opening one costs more than a step's bookkeeping.
+            engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=2, max_overflow=8)
 
             @sa_event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -275,16 +276,17 @@ class MetadataStore:
     def cache_put(self, key: str, step: str, outputs: dict[str, str], run_id: str, now: datetime) -> None:
         table = schema.cache_entries
 
+        values = {"step": step, "outputs": outputs, "run_id": run_id, "created_at": now}
+
         def write(conn: Connection) -> None:
-            exists = conn.execute(sa.select(table.c.key).where(table.c.key == key)).first()
-            if exists is None:
+            # The latest computation of a key wins: a forced re-run refreshes the cache.
+            updated = conn.execute(table.update().where(table.c.key == key).values(**values)).rowcount
+            if not updated:
                 try:
                     with conn.begin_nested():
-                        conn.execute(
-                            table.insert().values(key=key, step=step, outputs=outputs, run_id=run_id, created_at=now)
-                        )
+                        conn.execute(table.insert().values(key=key, **values))
                 except IntegrityError:
-                    pass  # another process cached the same result first: same content, nothing to do
+                    pass  # another process cached the same key a moment ago: equally valid
 
         self._retry(write)
 
