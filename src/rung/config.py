@@ -12,6 +12,8 @@ e.g. ``rung.yaml: deploy.strategy: 'canery' is not one of direct, canary, ab, sh
 
 from __future__ import annotations
 
+import json
+
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +42,6 @@ class DataSettings(_Section):
         description="CSV or Parquet path (relative to the project), or {url, query} for SQL",
     )
     target: str = "target"
-    id_column: str | None = None
     schema_file: str = Field(default="schema.yaml", alias="schema")
 
 
@@ -87,6 +88,108 @@ class DeploySettings(_Section):
     strategy: Literal["direct", "canary", "ab", "shadow"] = "canary"
 
 
+class Bound(_Section):
+    """An absolute bound on a metric: ``{min: 0.8}``, ``{max: 12.5}`` or both."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+class ChampionMargin(_Section):
+    """How much worse than the champion a candidate may be on one metric.
+
+    "Worse" follows the metric's direction (lower AUC, higher RMSE). A
+    relative margin is a fraction of the champion's value.
+    """
+
+    max_drop: float | None = Field(default=None, ge=0)
+    max_relative_drop: float | None = Field(default=None, ge=0)
+
+
+class SliceGate(_Section):
+    """Per-slice rules, on ``metric`` (default: the primary metric)."""
+
+    metric: str | None = None
+    min: float | None = None
+    max: float | None = None
+    max_drop_vs_champion: float | None = Field(default=0.05, ge=0)
+    min_rows: int = Field(default=30, ge=1)
+
+
+class LatencyBudget(_Section):
+    """p99 of in-process prediction, one row and 1,000 rows at a time."""
+
+    single_row_p99_ms: float = Field(default=50.0, gt=0)
+    batch_1000_p99_ms: float = Field(default=1000.0, gt=0)
+    repeats: int = Field(default=200, ge=10)
+
+
+class SchemaGate(_Section):
+    """Inputs must match the champion's, except columns listed as declared changes."""
+
+    declared_changes: list[str] = Field(default_factory=list)
+
+
+class TestsGate(_Section):
+    """The project's own pytest tests for its scoring code."""
+
+    enabled: bool = True
+    path: str = "tests"
+    timeout_s: float = Field(default=600.0, gt=0)
+
+
+class BehaviourCheck(_Section):
+    """An invariance or directional expectation on the model's score.
+
+    ``directional``: adding ``change`` to ``feature`` moves the score as
+    ``expect`` says (``increase``, ``decrease``, ``non_decreasing``,
+    ``non_increasing``). ``invariance``: setting ``feature`` to each of
+    ``values`` leaves the score unchanged (within ``tolerance``).
+    """
+
+    name: str | None = None
+    kind: Literal["directional", "invariance"]
+    feature: str
+    change: float | None = None
+    values: list[Any] | None = None
+    expect: Literal["increase", "decrease", "non_decreasing", "non_increasing", "same"] = "same"
+    tolerance: float = Field(default=1e-9, ge=0)
+    max_violation_rate: float = Field(default=0.0, ge=0, le=1)
+    rows: int = Field(default=200, ge=1)
+
+
+class CertifySettings(_Section):
+    """``rung certify``: the gate a version passes to become a release."""
+
+    thresholds: dict[str, Bound] = Field(default_factory=dict)
+    versus_champion: dict[str, ChampionMargin] | None = None  # None: the primary metric, max_drop 0.01
+    slices: SliceGate = Field(default_factory=SliceGate)
+    latency: LatencyBudget = Field(default_factory=LatencyBudget)
+    schema_check: SchemaGate = Field(default_factory=SchemaGate, alias="schema")
+    tests: TestsGate = Field(default_factory=TestsGate)
+    behaviour: list[BehaviourCheck] = Field(default_factory=list)
+
+
+class BatchingSettings(_Section):
+    """Micro-batching of concurrent single-row requests to one version."""
+
+    enabled: bool = True
+    max_batch_size: int = Field(default=64, ge=1, le=100_000)
+    max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+
+
+class ServeSettings(_Section):
+    """``rung serve``: the gateway."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=1, le=65535)
+    key_field: str | None = None  # an input column that makes routing sticky when no X-Rung-Key header is sent
+    protect_predict: bool = False  # require a viewer token on prediction routes too
+    max_body_mb: float = Field(default=16.0, gt=0)
+    refresh_s: float = Field(default=0.25, gt=0, le=60)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+
+
 class Settings(_Section):
     """Everything rung reads from ``rung.yaml``, with its defaults."""
 
@@ -103,6 +206,8 @@ class Settings(_Section):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
+    certify: CertifySettings = Field(default_factory=CertifySettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -129,7 +234,15 @@ class Settings(_Section):
         releases roll out (``deploy``) do not change what a step computes, so
         editing them keeps the cache warm.
         """
-        return self.model_dump_json(include=PIPELINE_SECTIONS)
+        return json.dumps(self.pipeline_settings(), sort_keys=True)
+
+    def pipeline_settings(self) -> dict[str, Any]:
+        """The sections of :data:`PIPELINE_SECTIONS`, as ``rung.yaml`` spells them."""
+        return self.model_dump(mode="json", include=PIPELINE_SECTIONS, by_alias=True)
+
+    def with_pipeline_settings(self, recorded: dict[str, Any]) -> Settings:
+        """These settings with the pipeline sections replaced by ``recorded`` ones (for reproduction)."""
+        return Settings.model_validate({**self.model_dump(mode="json", by_alias=True), **recorded})
 
 
 # The sections of rung.yaml that pipeline steps read (see Settings.pipeline_fingerprint).

@@ -19,7 +19,10 @@ what to do), because the CLI prints it as one line.
     ├── NotFound                    something named by the user does not exist
     │   ├── RunNotFound
     │   └── ModelVersionNotFound
-    └── ReproductionMismatch        `rung reproduce` found different metrics
+    ├── ReproductionMismatch        `rung reproduce` found different metrics
+    ├── IntegrityError              model files do not match their recorded sha256
+    ├── AuthError                   a missing, unknown or under-privileged API token
+    └── StaleRoute                  a routing table changed under a writer
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ __all__ = [
     "RunNotFound",
     "ModelVersionNotFound",
     "ReproductionMismatch",
+    "IntegrityError",
+    "AuthError",
+    "StaleRoute",
 ]
 
 
@@ -112,3 +118,19 @@ class ModelVersionNotFound(NotFound):
 
 class ReproductionMismatch(RungError):
     """A reproduction produced metrics outside the tolerance of the original."""
+
+
+class IntegrityError(RungError):
+    """Model files differ from the sha256 digests recorded at registration: never load them."""
+
+
+class AuthError(RungError):
+    """An API token is missing, unknown, revoked (``status`` 401) or lacks the role a call needs (403)."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StaleRoute(RungError):
+    """A routing table changed between reading and writing it; read it again."""

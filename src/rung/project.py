@@ -146,27 +146,32 @@ class Project:
         pipeline: Pipeline | None = None,
         reproduces: str | None = None,
         lineage: dict[str, Any] | None = None,
+        settings: Settings | None = None,
     ) -> RunResult:
-        """Run the project's pipeline; raises :class:`~rung.errors.StepFailed` after recording a failure."""
+        """Run the project's pipeline; raises :class:`~rung.errors.StepFailed` after recording a failure.
+
+        ``settings`` replaces the project's own for this run (reproduction
+        runs with the settings recorded back then).
+        """
         from rung.lineage import code_version, environment
         from rung.pipeline.executors import make_executor
 
         pipeline = pipeline or self.load_pipeline()
         if targets is None and any("model_version" in s.outputs for s in pipeline.steps.values()):
             self.tracking.check_reachable()
+        settings = settings or self.settings
         store = self.store
-        executor_settings = self.settings.executor
+        executor_settings = settings.executor
         executor = make_executor(executor_settings.kind, workers=executor_settings.workers, address=executor_settings.address)
         try:
-            runner = Runner(
-                store, self.artifacts, executor, project_root=self.root, settings=self.settings, on_update=on_update
-            )
-            recorded = lineage or {"code": code_version(self.root), "environment": environment()}
-            recorded.setdefault("pipeline_file", self.settings.pipeline)
+            runner = Runner(store, self.artifacts, executor, project_root=self.root, settings=settings, on_update=on_update)
+            recorded = {"code": code_version(self.root), "environment": environment(), **(lineage or {})}
+            recorded.setdefault("pipeline_file", settings.pipeline)
+            recorded["settings"] = settings.pipeline_settings()
             return runner.run(
                 pipeline,
-                project=self.settings.name,
-                params=self.settings.params if params is None else params,
+                project=settings.name,
+                params=settings.params if params is None else params,
                 trigger=trigger,
                 pinned=pinned,
                 targets=targets,
@@ -219,6 +224,7 @@ class Project:
             tags=tags,
             data_digest=snapshot,
             data_source=data_source,
+            data_path=self.artifacts.path(snapshot) if snapshot else self.root,
             artifacts={"reference_profile.json": reference_profile, "rung_metrics.json": metrics},
         )
         lineage = {

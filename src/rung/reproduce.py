@@ -93,6 +93,13 @@ def reproduce(
     commit = recorded_code.get("git_commit")
     if recorded_code.get("git_dirty"):
         notes.append("the original run had uncommitted changes: the code may differ from its commit")
+    settings = project.settings
+    original_run = project.store.get_run(record.run_id) if record.run_id else None
+    recorded_settings = original_run.lineage.get("settings") if original_run else None
+    if recorded_settings:
+        settings = project.settings.with_pipeline_settings(recorded_settings)
+        if recorded_settings != project.settings.pipeline_settings():
+            notes.append("rung.yaml changed since the original run: reproducing with the settings recorded then")
     with tempfile.TemporaryDirectory(prefix="rung-reproduce-") as tmp:
         code_root, code = _code_root(project.root, commit, Path(tmp), notes)
         pipeline = project.load_pipeline(code_root)
@@ -109,6 +116,7 @@ def reproduce(
             pipeline=pipeline,
             reproduces=ref,
             lineage={"code": recorded_code if code_root != project.root else code_version(project.root)},
+            settings=settings,
         )
     comparisons = compare_metrics(record.metrics, result.run.metrics, tolerance)
     return Reproduction(ref=ref, run_id=result.run.id, tolerance=tolerance, code=code, comparisons=comparisons, notes=notes)

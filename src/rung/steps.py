@@ -55,7 +55,9 @@ def validate(data: pd.DataFrame, ctx: StepContext) -> pd.DataFrame:
 
     settings = ctx.settings
     schema = load_schema(ctx.project_root / settings.data.schema_file)
-    report = validate_frame(data, schema, settings.validation, target=settings.data.target)
+    report = validate_frame(
+        data, schema, settings.validation, target=settings.data.target, slice_columns=settings.evaluate.slices
+    )
     path = ctx.run_dir / "validation.json"
     path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
     if not report.ok:

@@ -133,7 +133,7 @@ class Tracking:
         return mlflow.MlflowClient(self.uri, self.uri)
 
     @contextlib.contextmanager
-    def _fluent(self) -> Iterator[Any]:
+    def fluent(self) -> Iterator[Any]:
         """MLflow's fluent API pointed at this project, and put back afterwards.
 
         ``mlflow.set_tracking_uri`` is process-global and also exports
@@ -179,6 +179,7 @@ class Tracking:
         tags: dict[str, str],
         data_digest: str,
         data_source: str,
+        data_path: Path,
         artifacts: dict[str, Any],
     ) -> Registered:
         """Log a run with the model and register it as a new version of ``name``.
@@ -189,10 +190,11 @@ class Tracking:
         """
         flavor = detect_flavor(model)
         try:
-            with self._lock(), self._fluent() as mlflow:
+            with self._lock(), self.fluent() as mlflow:
                 return self._register(
                     mlflow,
-                    model, flavor, name, experiment, train, target, params, metrics, tags, data_digest, data_source, artifacts
+                    model, flavor, name, experiment, train, target, params, metrics, tags, data_digest, data_source,
+                    data_path, artifacts,
                 )
         except TrackingError:
             raise
@@ -214,6 +216,7 @@ class Tracking:
         tags: dict[str, str],
         data_digest: str,
         data_source: str,
+        data_path: Path,
         artifacts: dict[str, Any],
     ) -> Registered:
         from mlflow.models import infer_signature
@@ -229,8 +232,10 @@ class Tracking:
                 mlflow.log_params({k: str(v)[:500] for k, v in _flat(params).items()})
                 mlflow.log_metrics(metrics)
                 mlflow.set_tags(tags)
-                dataset = mlflow.data.from_pandas(train, source=data_source, targets=target, name=f"{name}-train")
-                mlflow.log_input(dataset, context="training", tags={"rung.snapshot": data_digest})
+                # MLflow's dataset source is the immutable snapshot rung kept, not the
+                # (mutable, maybe SQL) source it came from; that one goes in a tag.
+                dataset = mlflow.data.from_pandas(train, source=str(data_path), targets=target, name=f"{name}-train")
+                mlflow.log_input(dataset, context="training", tags={"rung.snapshot": data_digest, "rung.source": data_source})
                 for filename, content in artifacts.items():
                     mlflow.log_dict(content, filename)
                 info = self._log_model(mlflow, model, flavor, signature, example)
@@ -289,6 +294,27 @@ class Tracking:
             return True
         except Exception:
             return False
+
+    def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None:
+        """Tag a registered version (certification results, deployment state)."""
+        try:
+            client = self._client()
+            for key, value in tags.items():
+                client.set_model_version_tag(name, str(version), key, value)
+        except Exception as exc:
+            raise TrackingError(f"cannot tag {name}:{version} in MLflow at {self.uri}: {str(exc).splitlines()[0]}") from exc
+
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        try:
+            return dict(self._client().get_model_version(name, str(version)).tags)
+        except Exception as exc:
+            raise TrackingError(f"cannot read {name}:{version} from MLflow at {self.uri}: {str(exc).splitlines()[0]}") from exc
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        try:
+            self._client().set_registered_model_alias(name, alias, str(version))
+        except Exception as exc:
+            raise TrackingError(f"cannot set @{alias} on {name}:{version} in MLflow at {self.uri}: {str(exc).splitlines()[0]}") from exc
 
     def delete_version(self, name: str, version: int) -> None:
         """Undo a registration whose lineage could not be recorded."""

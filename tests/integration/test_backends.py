@@ -38,6 +38,26 @@ def test_pipeline_on_postgresql(project_dir: Path, postgres_url: str) -> None:
     assert not (project_dir / ".rung" / "rung.db").exists()
 
 
+@pytest.mark.postgres
+def test_sql_data_source_on_postgresql(project_dir: Path, postgres_url: str) -> None:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(postgres_url)
+    pd.read_csv(project_dir / "data" / "train.csv").to_sql("customers", engine, index=False)
+    engine.dispose()
+    plain_url = sa.make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    config = project_dir / "rung.yaml"
+    config.write_text(config.read_text().replace(
+        "source: data/train.csv", f"source: {{url: '{plain_url}', query: 'SELECT * FROM customers'}}"))
+    first = _run_json(project_dir)
+    assert first["status"] == "succeeded" and first["model_version"] == 1
+    # a query is always re-read, but the same rows are the same snapshot: everything after ingest is cached
+    second = _run_json(project_dir)
+    statuses = {s["name"]: s["status"] for s in second["steps"]}
+    assert statuses.pop("ingest") == "succeeded" and set(statuses.values()) == {"cached"}
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_pipeline_on_ray(project_dir: Path) -> None:

@@ -86,6 +86,14 @@ def test_schema_violations_stop_before_training_with_a_full_report(project_dir: 
     _no_model_registered(project_dir)
 
 
+def test_misspelt_slice_column_stops_before_training(project_dir: Path) -> None:
+    config = project_dir / "rung.yaml"
+    config.write_text(config.read_text().replace("slices: [", "slices: [regoin, ", 1))
+    result = rung_cli("run", cwd=project_dir)
+    _one_line_error(result, "step 'validate' failed", "regoin: slice column present")
+    _no_model_registered(project_dir)
+
+
 def test_training_function_that_raises(project_dir: Path) -> None:
     pipeline = project_dir / "pipeline.py"
     pipeline.write_text(pipeline.read_text().replace("    model.fit(X, y)\n", "    raise ValueError('boom: bad feature')\n"))

@@ -42,7 +42,6 @@ def test_minimal_file_gives_documented_defaults(tmp_path: Path) -> None:
     assert settings.pipeline == "pipeline.py:pipeline"
     assert settings.data.source == "data/train.csv"
     assert settings.data.target == "target"
-    assert settings.data.id_column is None
     assert settings.data.schema_file == "schema.yaml"
     assert settings.validation.min_rows == 100
     assert settings.validation.max_missing_rate == 0.05

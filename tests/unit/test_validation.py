@@ -142,6 +142,13 @@ def test_missing_target_column(schema) -> None:
     assert any(c.name == "target column present" and c.column == "target" for c in report.failed)
 
 
+def test_a_declared_slice_column_must_exist(schema) -> None:
+    frame = clean_frame(seed=1)
+    report = validate_frame(frame, schema, SETTINGS, target="target", slice_columns=["regoin"])
+    assert [(c.name, c.column) for c in report.failed] == [("slice column present", "regoin")]
+    assert validate_frame(frame, schema, SETTINGS, target="target", slice_columns=list(frame.columns[:1])).ok
+
+
 def test_missing_schema_column_is_not_reported_as_nan(schema) -> None:
     report = validate_frame(clean_frame(seed=1).drop(columns="region"), schema, SETTINGS)
     check = next(c for c in report.failed if "column_in_dataframe" in c.name)

@@ -11,8 +11,10 @@ import sys
 
 import typer
 
+from rung.cli import certify as _certify
 from rung.cli import models as _models
 from rung.cli import project as _project
+from rung.cli import serve as _serve
 from rung.cli.output import err_console, one_line
 
 __all__ = ["app", "main"]
@@ -36,6 +38,8 @@ def _root(
 
 _project.register(app)
 _models.register(app)
+_certify.register(app)
+_serve.register(app)
 
 
 def main() -> None:

@@ -89,10 +89,15 @@ def read_source(source: Any, root: Path) -> pd.DataFrame:
     import pandas as pd
     import sqlalchemy as sa
 
+    from rung.store.sql import normalise_url
+
     try:
-        engine = sa.create_engine(source.url)
-        with engine.connect() as conn:
-            frame = pd.read_sql(sa.text(source.query), conn)
+        engine = sa.create_engine(normalise_url(source.url))
+        try:
+            with engine.connect() as conn:
+                frame = pd.read_sql(sa.text(source.query), conn)
+        finally:
+            engine.dispose()
     except Exception as exc:
         first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise DataError(f"data source {describe_source(source)}: query failed: {first}") from None

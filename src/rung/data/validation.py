@@ -10,6 +10,8 @@ one run shows the whole list, each with sample values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,8 +110,14 @@ def load_schema(path: Path) -> Any:
         raise ConfigError(f"{path.name}: not a valid pandera schema: {str(exc).splitlines()[0]}") from None
 
 
-def validate_frame(frame: pd.DataFrame, schema: Any, settings: Any, *, target: str | None = None) -> ValidationReport:
-    """Run every check on ``frame``; the report lists each one, passed or not."""
+def validate_frame(
+    frame: pd.DataFrame, schema: Any, settings: Any, *, target: str | None = None, slice_columns: Sequence[str] = ()
+) -> ValidationReport:
+    """Run every check on ``frame``; the report lists each one, passed or not.
+
+    ``slice_columns`` (from ``evaluate.slices``) must exist too: a typo there
+    should stop the run here, not after training.
+    """
     import pandera.pandas as pa
 
     sample_n = settings.sample_rows
@@ -118,6 +126,9 @@ def validate_frame(frame: pd.DataFrame, schema: Any, settings: Any, *, target: s
     ]
     if target is not None:
         checks.append(Check("target column present", target, target in frame.columns, expected=target))
+    for column in slice_columns:
+        present = column in frame.columns
+        checks.append(Check("slice column present", column, present, expected="a column named in evaluate.slices"))
     try:
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:

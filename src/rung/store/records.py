@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["PipelineRun", "StepRun", "ModelVersionRecord", "Event"]
+__all__ = ["PipelineRun", "StepRun", "ModelVersionRecord", "Event", "RouteRecord", "TokenRecord"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +77,26 @@ class Event:
     actor: str
     subject: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RouteRecord:
+    """A model's routing table as stored; :mod:`rung.serving.routing` gives it behaviour."""
+
+    model: str
+    revision: int
+    variants: list[dict[str, Any]]
+    shadows: list[dict[str, Any]]
+    updated_at: datetime
+    updated_by: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: str
+    name: str
+    role: str
+    sha256: str
+    created_at: datetime
+    revoked_at: datetime | None = None

@@ -22,9 +22,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["metadata", "pipeline_runs", "step_runs", "cache_entries", "model_versions", "events", "HEAD"]
+__all__ = ["metadata", "pipeline_runs", "step_runs", "cache_entries", "model_versions", "events", "routes", "api_tokens", "HEAD"]
 
-HEAD = "0001"
+HEAD = "0002"
 
 metadata = MetaData()
 
@@ -104,4 +104,32 @@ events = Table(
     Column("subject", String(200), nullable=False),
     Column("data", JSON, nullable=False, default=dict),
     Index("ix_events_subject_time", "subject", "time"),
+)
+
+
+# A model's routing table: which versions serve which share of traffic, and
+# which get a shadow copy. ``revision`` grows by one with every change, so a
+# gateway polls one small row to notice a change.
+routes = Table(
+    "routes",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("variants", JSON, nullable=False),
+    Column("shadows", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(200), nullable=False),
+    Column("reason", Text),
+)
+
+# API tokens for the gateway's control API; only the sha256 of a token is kept.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("sha256", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
 )

@@ -24,9 +24,9 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from rung.errors import RunNotFound, StoreError
+from rung.errors import RunNotFound, StoreError, StaleRoute
 from rung.store import schema
-from rung.store.records import Event, ModelVersionRecord, PipelineRun, StepRun
+from rung.store.records import Event, ModelVersionRecord, PipelineRun, RouteRecord, StepRun, TokenRecord
 
 __all__ = ["MetadataStore", "normalise_url"]
 
@@ -330,3 +330,97 @@ class MetadataStore:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [Event(**(dict(r._mapping) | {"time": _utc(r.time)})) for r in reversed(rows)]
+
+    # -- routing tables -------------------------------------------------------------------
+
+    def route(self, model: str) -> RouteRecord | None:
+        table = schema.routes
+        with self.engine.connect() as conn:
+            row = conn.execute(table.select().where(table.c.model == model)).first()
+        return self._route(row) if row else None
+
+    def routes(self) -> list[RouteRecord]:
+        table = schema.routes
+        with self.engine.connect() as conn:
+            return [self._route(row) for row in conn.execute(table.select().order_by(table.c.model))]
+
+    def route_revisions(self) -> dict[str, int]:
+        """``{model: revision}``: what a gateway polls to notice a changed table."""
+        table = schema.routes
+        with self.engine.connect() as conn:
+            return {row.model: row.revision for row in conn.execute(sa.select(table.c.model, table.c.revision))}
+
+    def set_route(
+        self,
+        model: str,
+        variants: list[dict[str, Any]],
+        shadows: list[dict[str, Any]],
+        *,
+        actor: str,
+        reason: str | None,
+        time: datetime,
+        expected_revision: int | None = None,
+    ) -> RouteRecord:
+        """Replace ``model``'s table and bump its revision, in one transaction.
+
+        With ``expected_revision``, the write happens only if the stored
+        revision is still that one (:class:`~rung.errors.StaleRoute` if not),
+        so two writers cannot silently overwrite each other.
+        """
+        table = schema.routes
+
+        def write(conn: Connection) -> RouteRecord:
+            # FOR UPDATE serialises writers on PostgreSQL; SQLite's BEGIN IMMEDIATE already does.
+            current = conn.execute(sa.select(table.c.revision).where(table.c.model == model).with_for_update()).scalar()
+            if expected_revision is not None and (current or 0) != expected_revision:
+                raise StaleRoute(f"the routing table of {model} changed meanwhile (revision {current}); read it again")
+            values = {
+                "revision": (current or 0) + 1,
+                "variants": variants,
+                "shadows": shadows,
+                "updated_at": time,
+                "updated_by": actor,
+                "reason": reason,
+            }
+            if current is None:
+                conn.execute(table.insert().values(model=model, **values))
+            else:
+                conn.execute(table.update().where(table.c.model == model).values(**values))
+            return RouteRecord(model=model, **values)
+
+        return self._retry(write)
+
+    @staticmethod
+    def _route(row: Any) -> RouteRecord:
+        data = dict(row._mapping)
+        data["updated_at"] = _utc(data["updated_at"])
+        return RouteRecord(**data)
+
+    # -- API tokens -----------------------------------------------------------------------------
+
+    def add_token(self, record: TokenRecord) -> None:
+        values = {k: getattr(record, k) for k in record.__dataclass_fields__}
+        self._retry(lambda c: c.execute(schema.api_tokens.insert().values(**values)))
+
+    def token_by_hash(self, sha256: str) -> TokenRecord | None:
+        table = schema.api_tokens
+        with self.engine.connect() as conn:
+            row = conn.execute(table.select().where(table.c.sha256 == sha256)).first()
+        return self._token(row) if row else None
+
+    def tokens(self) -> list[TokenRecord]:
+        table = schema.api_tokens
+        with self.engine.connect() as conn:
+            return [self._token(row) for row in conn.execute(table.select().order_by(table.c.created_at))]
+
+    def revoke_token(self, token_id: str, time: datetime) -> bool:
+        table = schema.api_tokens
+        query = table.update().where(table.c.id == token_id, table.c.revoked_at.is_(None)).values(revoked_at=time)
+        return bool(self._retry(lambda c: c.execute(query).rowcount))
+
+    @staticmethod
+    def _token(row: Any) -> TokenRecord:
+        data = dict(row._mapping)
+        data["created_at"] = _utc(data["created_at"])
+        data["revoked_at"] = _utc(data["revoked_at"])
+        return TokenRecord(**data)

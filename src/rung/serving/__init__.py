@@ -1,0 +1,1 @@
+"""Serving: verified model loading, routing, and the HTTP gateway (``rung serve``)."""
