@@ -21,6 +21,7 @@ what to do), because the CLI prints it as one line.
     │   └── ModelVersionNotFound
     ├── ReproductionMismatch        `rung reproduce` found different metrics
     ├── IntegrityError              model files do not match their recorded sha256
+    ├── CertificationError          `rung certify` could not run its checks (exit 2)
     ├── AuthError                   a missing, unknown or under-privileged API token
     └── StaleRoute                  a routing table changed under a writer
 """
@@ -46,6 +47,7 @@ __all__ = [
     "ModelVersionNotFound",
     "ReproductionMismatch",
     "IntegrityError",
+    "CertificationError",
     "AuthError",
     "StaleRoute",
 ]
@@ -122,6 +124,18 @@ class ReproductionMismatch(RungError):
 
 class IntegrityError(RungError):
     """Model files differ from the sha256 digests recorded at registration: never load them."""
+
+
+class CertificationError(RungError):
+    """A certification could not be carried out (not: a version failed it); the CLI exits 2.
+
+    A CI job or a deployment controller tells "this version is not good
+    enough" (exit 1) from "the gate itself is broken" (exit 2): an unknown
+    version, an unreachable MLflow, a missing data snapshot, a bad
+    ``certify:`` setting.
+    """
+
+    exit_code = 2
 
 
 class AuthError(RungError):

@@ -15,9 +15,29 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["evaluate_model", "PRIMARY_METRIC", "flatten_metrics"]
+__all__ = ["evaluate_model", "PRIMARY_METRIC", "flatten_metrics", "higher_is_better"]
 
 PRIMARY_METRIC = {"classification": "roc_auc", "regression": "rmse"}
+
+# Which way is better, for every metric rung computes and the usual others a
+# custom evaluate step may record. Gates that compare versions read it.
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "balanced_accuracy": True,
+    "f1": True,
+    "precision": True,
+    "recall": True,
+    "roc_auc": True,
+    "average_precision": True,
+    "r2": True,
+    "rmse": False,
+    "mae": False,
+    "mse": False,
+    "mape": False,
+    "log_loss": False,
+    "brier": False,
+}
+
 MIN_SLICE_ROWS = 5
 
 
@@ -87,6 +107,15 @@ def flatten_metrics(result: dict[str, Any]) -> dict[str, float]:
         safe = "".join(c if c.isalnum() or c in "_-./ =" else "_" for c in name).replace("=", "_")
         flat |= {f"slice.{safe}.{k}": v for k, v in metrics.items() if k != "rows" and _finite(v)}
     return flat
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger ``metric`` is a better model; ``KeyError`` for a metric of unknown direction."""
+    try:
+        return HIGHER_IS_BETTER[metric]
+    except KeyError:
+        known = ", ".join(sorted(HIGHER_IS_BETTER))
+        raise KeyError(f"rung does not know whether a higher or a lower '{metric}' is better (known: {known})") from None
 
 
 def _finite(value: Any) -> bool:

@@ -33,6 +33,7 @@ from rung.store import MetadataStore, ModelVersionRecord, PipelineRun
 if TYPE_CHECKING:
     import pandas as pd
 
+    from rung.certify import CertificationReport
     from rung.pipeline.step import StepContext
     from rung.tracking import Tracking
 
@@ -321,3 +322,9 @@ class Project:
         from rung.reproduce import reproduce
 
         return reproduce(self, ref, tolerance=tolerance, on_update=on_update)
+
+    def certify(self, ref: str, *, actor: str = "api", skip_tests: bool = False) -> CertificationReport:
+        """Run the release gate on ``ref`` and record its verdict (see :mod:`rung.certify`)."""
+        from rung.certify import certify
+
+        return certify(self, ref, actor=actor, skip_tests=skip_tests)

@@ -1,11 +1,109 @@
-"""``rung serve`` and ``rung token``: the gateway and its API tokens."""
+"""``rung serve``, ``rung routes`` and ``rung token``: the gateway, its routing and its API tokens."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from rung.cli.output import console, fmt_time, print_json
+from rung.cli.project import JSON_OPTION, PROJECT_OPTION, open_project
 
 __all__ = ["register"]
 
+token_app = typer.Typer(help="API tokens for the gateway's control API.", no_args_is_help=True)
+
 
 def register(app: typer.Typer) -> None:
-    """Attach ``serve`` and ``token`` to the root app."""
+    """Attach ``serve``, ``routes`` and ``token`` to the root app."""
+    app.command("serve")(serve)
+    app.command("routes")(routes)
+    app.add_typer(token_app, name="token")
+
+
+def serve(
+    project_dir: Optional[Path] = PROJECT_OPTION,
+    host: Optional[str] = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1: this machine only)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port (default 8700)."),
+) -> None:
+    """Serve the project's models over HTTP (OIP v2 and MLflow scoring), routed by the routing tables."""
+    from rung.serving.server import run_gateway
+
+    project = open_project(project_dir)
+    run_gateway(project, host=host, port=port)
+
+
+def routes(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """The routing tables: which versions serve which share of traffic."""
+    from rich.table import Table
+
+    from rung.serving.routing import RoutingTable
+
+    project = open_project(project_dir)
+    tables = [RoutingTable.from_record(r) for r in project.store.routes()]
+    if as_json:
+        print_json([t.to_dict() for t in tables])
+        return
+    table = Table(title="Routing tables")
+    for column in ("model", "revision", "variant", "version", "share", "updated", "by", "reason"):
+        table.add_column(column)
+    for t in tables:
+        rows = [(v.name, v.version, f"{t.share(v.name):.0%}") for v in t.variants]
+        rows += [(f"{v.name} (shadow)", v.version, "copy") for v in t.shadows]
+        for i, (name, version, share) in enumerate(rows):
+            first = i == 0
+            table.add_row(t.model if first else "", str(t.revision) if first else "", name, str(version), share,
+                          fmt_time(t.updated_at) if first else "", t.updated_by if first else "", (t.reason or "") if first else "")
+    console.print(table)
+    if not tables:
+        console.print("No routing tables yet: [bold]rung serve[/] serves the champion and creates one.")
+
+
+@token_app.command("create")
+def token_create(
+    role: str = typer.Option(..., "--role", help="viewer, deployer or admin."),
+    name: str = typer.Option("", "--name", help="A label to recognise the token by."),
+    project_dir: Optional[Path] = PROJECT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Create an API token. It is printed once and only its hash is kept."""
+    from rung.serving.auth import create_token
+
+    project = open_project(project_dir)
+    record, secret = create_token(project.store, role=role, name=name)
+    if as_json:
+        print_json({"id": record.id, "name": record.name, "role": record.role, "token": secret})
+        return
+    console.print(f"Token [bold]{record.id}[/] ({record.role}): copy it now, it is not shown again:")
+    console.print(secret, highlight=False, soft_wrap=True)
+
+
+@token_app.command("list")
+def token_list(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """API tokens (ids, names, roles; never the secrets)."""
+    from rich.table import Table
+
+    project = open_project(project_dir)
+    tokens = project.store.tokens()
+    if as_json:
+        print_json([{"id": t.id, "name": t.name, "role": t.role, "created_at": t.created_at, "revoked_at": t.revoked_at} for t in tokens])
+        return
+    table = Table(title="API tokens")
+    for column in ("id", "name", "role", "created", "revoked"):
+        table.add_column(column)
+    for t in tokens:
+        table.add_row(t.id, t.name, t.role, fmt_time(t.created_at), fmt_time(t.revoked_at))
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str = typer.Argument(..., help="The token's id."), project_dir: Optional[Path] = PROJECT_OPTION) -> None:
+    """Revoke a token at once."""
+    from rung.errors import NotFound
+    from rung.serving.auth import revoke_token
+
+    project = open_project(project_dir)
+    if not revoke_token(project.store, token_id):
+        raise NotFound(f"no active token {token_id}; list them with `rung token list`")
+    console.print(f"Token {token_id} revoked.")

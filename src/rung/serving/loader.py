@@ -106,13 +106,12 @@ class LoadedModel:
         import numpy as np
 
         estimator = self.estimator
-        if self.flavor == "pyfunc":
-            return {"predict": np.asarray(estimator.predict(frame))}
-        out = {"predict": np.asarray(estimator.predict(frame))}
-        if self.task == "classification" and hasattr(estimator, "predict_proba"):
+        if self.flavor != "pyfunc" and self.task == "classification" and self.classes and hasattr(estimator, "predict_proba"):
+            # One pass: the label is the most probable class, as predict() would say.
             proba = np.asarray(estimator.predict_proba(frame))
-            out["proba"] = proba[:, 1] if proba.ndim == 2 and proba.shape[1] == 2 else proba.max(axis=1)
-        return out
+            labels = np.asarray(self.classes)[proba.argmax(axis=1)]
+            return {"predict": labels, "proba": proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)}
+        return {"predict": np.asarray(estimator.predict(frame))}
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """One number per row: P(positive) for binary classifiers, else the prediction."""
@@ -161,13 +160,20 @@ def load_version(project: Project, record: ModelVersionRecord) -> LoadedModel:
 def _download(project: Project, record: ModelVersionRecord, target: Path) -> None:
     import tempfile
 
+    from rung.errors import TrackingError
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        # A folder inside the temporary one is what moves into place: MLflow may
+        # return ``tmp`` itself, which is private (0700) and owned by the cleanup.
+        staging = Path(tmp) / "files"
+        staging.mkdir()
         try:
             with project.tracking.fluent() as mlflow:
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=record.model_uri, dst_path=tmp))
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=record.model_uri, dst_path=str(staging)))
         except Exception as exc:
-            raise RungError(f"{record.ref}: cannot fetch the model from MLflow at {project.tracking_uri}: {exc}") from exc
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TrackingError(f"{record.ref}: cannot fetch the model from MLflow at {project.tracking_uri}: {first}") from exc
         (local / "registered_model_meta").unlink(missing_ok=True)
         try:
             local.rename(target)

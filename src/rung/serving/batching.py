@@ -1,0 +1,133 @@
+"""Micro-batching: many concurrent requests to one version, one ``predict``.
+
+Each loaded version has one prediction thread. Requests queue up while it
+works; when it is free it takes everything queued (up to
+``max_batch_size``), builds one frame and predicts once. Under light load a
+request is predicted at once, alone (nothing waits unless ``max_wait_ms``
+asks for it); under heavy load batches form by themselves, which is where
+they pay (one ``predict`` of 64 rows costs about as much as 2-3 of one).
+The event loop never blocks on a model: it parses, routes and answers while
+the thread predicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from rung.serving.loader import LoadedModel
+from rung.serving.protocols import Columns
+
+__all__ = ["Runtime", "predict_columns"]
+
+
+def predict_columns(model: LoadedModel, columns: Columns) -> dict[str, Any]:
+    """One ``predict`` over plain columns: the frame is built here, off the event loop."""
+    import pandas as pd
+
+    frame = pd.DataFrame(columns)
+    for column in model.columns:
+        if column.numeric and frame[column.name].dtype == object:
+            frame[column.name] = pd.to_numeric(frame[column.name], errors="coerce")
+    return model.predict(frame)
+
+
+@dataclass
+class _Pending:
+    columns: Columns
+    rows: int
+    future: asyncio.Future[dict[str, Any]]
+
+
+@dataclass
+class Runtime:
+    """A loaded version with its prediction thread and queue."""
+
+    model: LoadedModel
+    max_batch_size: int = 64
+    max_wait_ms: float = 0.0
+    batching: bool = True
+    threads: int = 1
+    on_batch: Callable[[LoadedModel, int], None] | None = None
+    _queue: deque[_Pending] = field(default_factory=deque)
+    _busy: bool = False
+
+    def __post_init__(self) -> None:
+        # OpenMP/BLAS thread limits are per thread: set them in the prediction thread itself.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="rung-predict", initializer=_limit_threads, initargs=(self.threads,))
+
+    async def predict(self, columns: Columns, rows: int) -> dict[str, Any]:
+        """The model's outputs for these rows (alone or within a batch)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._queue.append(_Pending(columns, rows, future))
+        if not self._busy:
+            self._busy = True
+            loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                if self.max_wait_ms > 0 and len(self._queue) < self.max_batch_size:
+                    await asyncio.sleep(self.max_wait_ms / 1000)
+                batch = self._take()
+                merged = batch[0].columns if len(batch) == 1 else _merge([p.columns for p in batch])
+                rows = sum(p.rows for p in batch)
+                try:
+                    outputs = await loop.run_in_executor(self._pool, predict_columns, self.model, merged)
+                except BaseException as exc:  # a model error fails this batch's requests, not the gateway
+                    for pending in batch:
+                        if not pending.future.done():
+                            pending.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                if self.on_batch is not None:
+                    self.on_batch(self.model, rows)
+                start = 0
+                for pending in batch:
+                    end = start + pending.rows
+                    if not pending.future.done():
+                        pending.future.set_result({k: v[start:end] for k, v in outputs.items()})
+                    start = end
+        finally:
+            self._busy = False
+            for pending in self._queue:  # only left here if the loop itself is going away
+                if not pending.future.done():
+                    pending.future.set_exception(RuntimeError("the gateway is shutting down"))
+            self._queue.clear()
+
+    def _take(self) -> list[_Pending]:
+        if not self.batching:
+            return [self._queue.popleft()]
+        batch, rows = [], 0
+        while self._queue and (not batch or rows + self._queue[0].rows <= self.max_batch_size):
+            pending = self._queue.popleft()
+            batch.append(pending)
+            rows += pending.rows
+        return batch
+
+    def close(self) -> None:
+        """Stop the prediction thread once it has finished what it was given."""
+        self._pool.shutdown(wait=False)
+
+
+def _limit_threads(threads: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+
+
+def _merge(parts: list[Columns]) -> Columns:
+    merged: Columns = {name: [] for name in parts[0]}
+    for part in parts:
+        for name, values in part.items():
+            merged[name].extend(values)
+    return merged
+

@@ -1,0 +1,526 @@
+"""The gateway: an ASGI app (Starlette) that serves a project's models.
+
+* Open Inference Protocol v2 (``/v2/...``) and MLflow scoring
+  (``/models/{name}/invocations``, ``/invocations``), described in
+  ``/openapi.json``.
+* Each model has a routing table in the metadata store. A background task
+  polls the tables' revisions every ``serve.refresh_s``; a changed table
+  has its new versions loaded off the request path (in a thread), and only
+  then replaces the old table in one assignment. Requests in flight finish
+  on the table they started with.
+* Every response names the model version and variant that answered
+  (``X-Rung-Model-Version``, ``X-Rung-Variant`` and the body) and carries a
+  request id (``X-Request-Id``, taken from the request when given).
+* Bad input is a 4xx naming the field; a model that raises is a 500 for
+  that request only, never a dead worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rung import __version__
+from rung.errors import AuthError, ConfigError, NotFound, RungError, StaleRoute
+from rung.serving import auth
+from rung.serving.batching import Runtime
+from rung.serving.loader import InputError, LoadedModel, load_version
+from rung.serving.metrics import GatewayMetrics
+from rung.serving.protocols import check_columns, oip_outputs, parse_mlflow, parse_oip, to_jsonable
+from rung.serving.routing import RoutingTable, set_routing, single_version
+
+if TYPE_CHECKING:
+    from rung.project import Project
+
+__all__ = ["Gateway", "create_app"]
+
+log = logging.getLogger("rung.gateway")
+
+JSON = "application/json"
+MAX_SHADOW_PENDING = 256
+RETIRE_AFTER_S = 30.0  # how long an unrouted version stays loaded for requests already routed to it
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+class Gateway:
+    """The serving state of one project: loaded versions and routing tables."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.settings = project.settings.serve
+        self.store = project.store
+        self.metrics = GatewayMetrics()
+        self.tables: dict[str, RoutingTable] = {}
+        self.runtimes: dict[tuple[str, int], Runtime] = {}
+        self.ready = False
+        self.draining = False
+        self.shadow_pending = 0
+        self.rejected: dict[str, int] = {}  # model -> routing revision that could not be loaded
+        self.max_body = int(self.settings.max_body_mb * 1024 * 1024)
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._token_cache: dict[str, tuple[float, str]] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._ensure_default_route)
+        await self.refresh()
+        self.ready = True
+        self._refresh_task = asyncio.create_task(self._refresh_forever())
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh_task
+        for runtime in self.runtimes.values():
+            runtime.close()
+
+    def _ensure_default_route(self) -> None:
+        """A project model without a routing table is served by its ``champion``."""
+        name = self.project.settings.model_name
+        if self.store.route(name) is not None:
+            return
+        champion = self.project.tracking.aliases().get(name, {}).get("champion")
+        if champion is not None:
+            with contextlib.suppress(StaleRoute):
+                set_routing(self.store, single_version(name, champion), actor="gateway", reason="champion at start",
+                            expected_revision=0)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.refresh_s)
+            try:
+                await self.refresh()
+            except Exception:  # a bad table or a store hiccup must not stop serving the current one
+                log.exception("routing refresh failed; serving the previous tables")
+
+    async def refresh(self) -> None:
+        """Load what changed tables need, then swap them in."""
+        revisions = await asyncio.to_thread(self.store.route_revisions)
+        for model, revision in revisions.items():
+            current = self.tables.get(model)
+            if (current is not None and current.revision == revision) or self.rejected.get(model) == revision:
+                continue
+            try:
+                record = await asyncio.to_thread(self.store.route, model)
+                if record is None:
+                    continue
+                table = RoutingTable.from_record(record)
+                for version in sorted(table.versions):
+                    if (model, version) not in self.runtimes:
+                        loaded = await asyncio.to_thread(self._load, model, version)
+                        self.runtimes[(model, version)] = self._runtime(loaded)
+            except RungError as exc:
+                # Keep serving the last good table; try again only when the table changes.
+                self.rejected[model] = revision
+                log.error("routing table %s revision %s rejected, still serving the previous one: %s", model, revision, exc)
+                if current is None and not self.ready:
+                    raise
+                continue
+            self.tables[model] = table  # the swap: one assignment
+            self.metrics.routing_revision.labels(model).set(table.revision)
+        self._unload_unused()
+
+    def _load(self, model: str, version: int) -> LoadedModel:
+        record = self.store.get_model_version(model, version)
+        if record is None:
+            raise ConfigError(f"routing table of {model} names version {version}, which is not registered")
+        loaded = load_version(self.project, record)
+        # one warm-up call so the first real request does not pay for lazy initialisation
+        with contextlib.suppress(Exception):
+            if loaded.columns:
+                loaded.predict(_example_frame(loaded))
+        return loaded
+
+    def _runtime(self, loaded: LoadedModel) -> Runtime:
+        batching = self.settings.batching
+        return Runtime(
+            loaded,
+            max_batch_size=batching.max_batch_size,
+            max_wait_ms=batching.max_wait_ms,
+            batching=batching.enabled,
+            threads=self.settings.model_threads,
+            on_batch=lambda m, rows: self.metrics.batch_rows.labels(m.name, str(m.version)).observe(rows),
+        )
+
+    def _unload_unused(self) -> None:
+        """Drop versions no table needs, after a grace period: requests routed just before the swap still finish."""
+        needed = {(m, v) for m, t in self.tables.items() for v in t.versions}
+        loop = asyncio.get_running_loop()
+        for key in [k for k in self.runtimes if k not in needed]:
+            loop.call_later(RETIRE_AFTER_S, self.runtimes.pop(key).close)
+
+    # -- prediction ---------------------------------------------------------------------------
+
+    def pick(self, model: str, version: int | None, key: str | None) -> tuple[Runtime, str, RoutingTable]:
+        table = self.tables.get(model)
+        if table is None:
+            raise HTTPError(404, f"model {model!r} is not served here; served: {', '.join(sorted(self.tables)) or 'none'}", "model_name")
+        if version is None:
+            variant = table.choose(key)
+            return self.runtimes[(model, variant.version)], variant.name, table
+        runtime = self.runtimes.get((model, version))
+        if runtime is None:
+            served = ", ".join(str(v) for v in sorted(table.versions))
+            raise HTTPError(404, f"version {version} of {model!r} is not served (served: {served}); deploy it first", "model_version")
+        name = next((v.name for v in table.variants + table.shadows if v.version == version), "pinned")
+        return runtime, name, table
+
+    def shadow(self, table: RoutingTable, columns: dict[str, list[Any]], rows: int, answer: dict[str, Any]) -> None:
+        """Send a copy to the table's shadows; never awaited by the request."""
+        for target in table.shadows:
+            runtime = self.runtimes.get((table.model, target.version))
+            if runtime is None:
+                continue
+            if self.shadow_pending >= MAX_SHADOW_PENDING:
+                self.metrics.shadow.labels(table.model, str(target.version), "dropped").inc()
+                continue
+            self.shadow_pending += 1
+            asyncio.get_running_loop().create_task(self._shadow_one(runtime, columns, rows, answer))
+
+    async def _shadow_one(self, runtime: Runtime, raw: dict[str, list[Any]], rows: int, answer: dict[str, Any]) -> None:
+        model = runtime.model
+        try:
+            columns = check_columns(_without_key(raw, runtime, self.settings.key_field), model.columns)
+            outputs = await runtime.predict(columns, rows)
+            same = to_jsonable(outputs["predict"]) == to_jsonable(answer["predict"])
+            outcome = "agree" if same else "disagree"
+        except Exception:
+            outcome = "error"
+        finally:
+            self.shadow_pending -= 1
+        self.metrics.shadow.labels(model.name, str(model.version), outcome).inc()
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    def authorise(self, request: Request, needed: str) -> str:
+        """The caller's token id, if it grants ``needed`` (cached for a second on hot paths)."""
+        header = request.headers.get("authorization")
+        cached = self._token_cache.get(f"{needed}:{header}")
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        record = auth.authenticate(self.store, header, needed)
+        self._token_cache[f"{needed}:{header}"] = (now, record.id)
+        if len(self._token_cache) > 1024:
+            self._token_cache.clear()
+        return record.id
+
+
+def _example_frame(model: LoadedModel) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({c.name: [0.0 if c.numeric else ""] for c in model.columns})
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def _error(status: int, message: str, field: str | None = None, request_id: str | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    headers = {"x-request-id": request_id} if request_id else None
+    return _json(body, status, headers)
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    content_type = request.headers.get("content-type")
+    if content_type and content_type.split(";")[0].strip().lower() not in (JSON, "application/*+json", "text/json"):
+        raise HTTPError(415, f"content type {content_type!r} is not supported; send application/json", "content-type")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise HTTPError(413, f"the body is {int(length)} bytes; the limit is {limit} (serve.max_body_mb)", "body")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"the body is over the limit of {limit} bytes (serve.max_body_mb)", "body")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise HTTPError(400, "the body is empty; send a JSON object", "body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPError(400, f"the body is not valid JSON: {exc}", "body") from None
+
+
+def _version_param(request: Request) -> int | None:
+    raw = request.path_params.get("version")
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise HTTPError(404, f"version {raw!r} is not a model version number", "model_version")
+    return int(raw)
+
+
+def create_app(project: Project) -> Starlette:
+    """The gateway's ASGI app for ``project`` (``rung serve`` runs it under uvicorn)."""
+    gateway = Gateway(project)
+    settings = gateway.settings
+
+    async def predict(request: Request, protocol: str) -> Response:
+        started = time.perf_counter()
+        request_id = request.headers.get("x-request-id") or os.urandom(8).hex()
+        model_name = request.path_params.get("name") or project.settings.model_name
+        try:
+            if settings.protect_predict:
+                gateway.authorise(request, "viewer")
+            version = _version_param(request)
+            body = await _read_json(request, gateway.max_body)
+            key = request.headers.get("x-rung-key")
+            if protocol == "oip" and isinstance(body, dict) and isinstance(body.get("id"), str):
+                request_id = request.headers.get("x-request-id") or body["id"]
+            parse = parse_oip if protocol == "oip" else parse_mlflow
+            raw, rows = parse(body, _columns_for(gateway, model_name, version))
+            if key is None and settings.key_field and raw.get(settings.key_field):
+                key = str(raw[settings.key_field][0])
+            runtime, variant, table = gateway.pick(model_name, version, key)
+            columns = check_columns(_without_key(raw, runtime, settings.key_field), runtime.model.columns)
+            outputs = await runtime.predict(columns, rows)
+            if table.shadows:
+                gateway.shadow(table, raw, rows, outputs)
+        except HTTPError as exc:
+            gateway.metrics.errors.labels(str(exc.status)).inc()
+            return _error(exc.status, exc.message, exc.field, request_id)
+        except InputError as exc:
+            gateway.metrics.errors.labels("422").inc()
+            return _error(422, str(exc), exc.field, request_id)
+        except AuthError as exc:
+            gateway.metrics.errors.labels(str(exc.status)).inc()
+            return _error(exc.status, str(exc), "authorization", request_id)
+        except Exception as exc:  # the model raised: this request fails, the gateway lives on
+            log.exception("prediction failed for %s", model_name)
+            gateway.metrics.errors.labels("500").inc()
+            return _error(500, f"the model failed on this input: {type(exc).__name__}: {exc}", None, request_id)
+        model = runtime.model
+        headers = {"x-request-id": request_id, "x-rung-model-version": str(model.version), "x-rung-variant": variant}
+        if protocol == "oip":
+            body_out: dict[str, Any] = {
+                "model_name": model.name,
+                "model_version": str(model.version),
+                "id": request_id,
+                "parameters": {"variant": variant, "routing_revision": table.revision},
+                "outputs": oip_outputs(outputs),
+            }
+        else:
+            body_out = {
+                "predictions": to_jsonable(outputs["predict"]),
+                "rung": {"model": model.name, "version": model.version, "variant": variant, "request_id": request_id},
+            }
+            if "proba" in outputs:
+                body_out["probabilities"] = to_jsonable(outputs["proba"])
+        gateway.metrics.observe(model.name, model.version, variant, protocol, 200, time.perf_counter() - started)
+        return _json(body_out, headers=headers)
+
+    async def infer(request: Request) -> Response:
+        return await predict(request, "oip")
+
+    async def invocations(request: Request) -> Response:
+        return await predict(request, "mlflow")
+
+    async def live(request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(request: Request) -> Response:
+        ok = gateway.ready and not gateway.draining
+        return _json({"ready": ok}, 200 if ok else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return _json({"name": "rung", "version": __version__, "extensions": ["rung-routing"]})
+
+    async def model_metadata(request: Request) -> Response:
+        try:
+            name = request.path_params["name"]
+            version = _version_param(request)
+            runtime, _, table = gateway.pick(name, version, None) if version else _primary(gateway, name)
+        except HTTPError as exc:
+            return _error(exc.status, exc.message, exc.field)
+        model = runtime.model
+        return _json({
+            "name": name,
+            "versions": [str(v) for v in sorted(table.versions)],
+            "platform": f"rung-{model.flavor}",
+            "inputs": [{"name": c.name, "datatype": _oip_type(c.type), "shape": [-1]} for c in model.columns],
+            "outputs": [{"name": "predict", "datatype": "BYTES" if model.classes and isinstance(model.classes[0], str) else "FP64", "shape": [-1]}]
+            + ([{"name": "proba", "datatype": "FP64", "shape": [-1]}] if model.task == "classification" else []),
+            "parameters": {"routing": table.to_dict()},
+        })
+
+    async def model_ready(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            version = _version_param(request)
+            if version:
+                gateway.pick(name, version, None)
+            else:
+                _primary(gateway, name)
+        except HTTPError as exc:
+            return _error(exc.status, exc.message, exc.field)
+        return _json({"name": name, "ready": gateway.ready and not gateway.draining})
+
+    async def metrics(request: Request) -> Response:
+        return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(request: Request) -> Response:
+        from rung.serving.openapi import document
+
+        return _json(document())
+
+    async def api(request: Request, needed: str, handler: Any) -> Response:
+        try:
+            actor = await asyncio.to_thread(gateway.authorise, request, needed)
+            return await handler(request, actor)
+        except AuthError as exc:
+            return _error(exc.status, str(exc), "authorization")
+        except HTTPError as exc:
+            return _error(exc.status, exc.message, exc.field)
+        except StaleRoute as exc:
+            return _error(409, str(exc), "expected_revision")
+        except ConfigError as exc:
+            message = str(exc)
+            return _error(422, message, message.split(":")[0])
+        except NotFound as exc:
+            return _error(404, str(exc))
+        except RungError as exc:
+            return _error(400, str(exc))
+
+    async def list_routes(request: Request, actor: str) -> Response:
+        return _json([t.to_dict() for t in (RoutingTable.from_record(r) for r in await asyncio.to_thread(gateway.store.routes))])
+
+    async def get_route(request: Request, actor: str) -> Response:
+        record = await asyncio.to_thread(gateway.store.route, request.path_params["name"])
+        if record is None:
+            raise HTTPError(404, f"no routing table for {request.path_params['name']!r}", "name")
+        return _json(RoutingTable.from_record(record).to_dict())
+
+    async def put_route(request: Request, actor: str) -> Response:
+        name = request.path_params["name"]
+        body = await _read_json(request, 1024 * 1024)
+        if not isinstance(body, dict):
+            raise HTTPError(422, "expected an object with variants (and optional shadows, reason, expected_revision)", "body")
+        unknown = set(body) - {"variants", "shadows", "reason", "expected_revision"}
+        if unknown:
+            raise HTTPError(422, f"unknown field {sorted(unknown)[0]!r}", sorted(unknown)[0])
+        variants, shadows = body.get("variants"), body.get("shadows", [])
+        if not isinstance(variants, list) or not isinstance(shadows, list):
+            raise HTTPError(422, "variants and shadows must be lists", "variants" if not isinstance(variants, list) else "shadows")
+        expected = body.get("expected_revision")
+        if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int)):
+            raise HTTPError(422, "expected_revision must be an integer", "expected_revision")
+        reason = body.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise HTTPError(422, "reason must be a string", "reason")
+        table = RoutingTable.build(name, variants, shadows)
+        for i, v in enumerate(table.variants + table.shadows):
+            if await asyncio.to_thread(gateway.store.get_model_version, name, v.version) is None:
+                raise HTTPError(422, f"{name}:{v.version} is not a registered version", "version")
+        stored = await asyncio.to_thread(
+            lambda: set_routing(gateway.store, table, actor=f"token:{actor}", reason=reason, expected_revision=expected)
+        )
+        return _json(stored.to_dict())
+
+    def guarded(needed: str, handler: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            return await api(request, needed, handler)
+
+        return endpoint
+
+    routes = [
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2/models/{name}", model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/models/{name}/invocations", invocations, methods=["POST"]),
+        Route("/invocations", invocations, methods=["POST"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/api/routes", guarded("viewer", list_routes), methods=["GET"]),
+        Route("/api/routes/{name}", guarded("viewer", get_route), methods=["GET"]),
+        Route("/api/routes/{name}", guarded("deployer", put_route), methods=["PUT"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: _not_found, 405: _not_allowed, 500: _server_error})
+    app.state.gateway = gateway
+    return app
+
+
+def _columns_for(gateway: Gateway, model: str, version: int | None) -> list[Any]:
+    table = gateway.tables.get(model)
+    if table is None:
+        raise HTTPError(404, f"model {model!r} is not served here; served: {', '.join(sorted(gateway.tables)) or 'none'}", "model_name")
+    if version is not None:
+        runtime = gateway.runtimes.get((model, version))
+        if runtime is None:
+            served = ", ".join(str(v) for v in sorted(table.versions))
+            raise HTTPError(404, f"version {version} of {model!r} is not served (served: {served}); deploy it first", "model_version")
+        return runtime.model.columns
+    return gateway.runtimes[(model, table.variants[0].version)].model.columns
+
+
+def _without_key(raw: dict[str, list[Any]], runtime: Runtime, key_field: str | None) -> dict[str, list[Any]]:
+    """The request's columns minus the routing key field, unless the model takes it as an input."""
+    if key_field and key_field in raw and all(c.name != key_field for c in runtime.model.columns):
+        return {k: v for k, v in raw.items() if k != key_field}
+    return raw
+
+
+def _primary(gateway: Gateway, name: str) -> tuple[Runtime, str, RoutingTable]:
+    table = gateway.tables.get(name)
+    if table is None:
+        raise HTTPError(404, f"model {name!r} is not served here", "model_name")
+    top = max(table.variants, key=lambda v: v.weight)
+    return gateway.runtimes[(name, top.version)], top.name, table
+
+
+def _oip_type(signature_type: str) -> str:
+    return {"double": "FP64", "float": "FP32", "long": "INT64", "integer": "INT32", "boolean": "BOOL"}.get(signature_type, "BYTES")
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error(404, f"no route {request.url.path}; see /openapi.json", "path")
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return _error(405, f"{request.method} is not allowed on {request.url.path}", "method")
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return _error(500, "internal error; the gateway log has the details")

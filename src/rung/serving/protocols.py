@@ -1,0 +1,182 @@
+"""Request and response bodies: Open Inference Protocol v2 and MLflow scoring.
+
+Parsing turns a body into *columns* (``{name: [values]}``, one list per
+signature column, all the same length) without pandas: on the single-row
+hot path building Python lists is far cheaper than a DataFrame, and the
+batcher builds one frame for many requests. Every problem is an
+:class:`~rung.serving.loader.InputError` naming the field.
+
+OIP v2 accepts two layouts: one tensor per column (``name`` = column,
+shape ``[n]`` or ``[n, 1]``), or a single ``[n, k]`` tensor whose columns
+follow the model signature. MLflow accepts ``dataframe_split``,
+``dataframe_records``, ``instances`` and ``inputs``, as ``mlflow models
+serve`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rung.serving.loader import Column, InputError
+
+__all__ = ["Columns", "parse_oip", "parse_mlflow", "check_columns", "oip_outputs", "to_jsonable"]
+
+Columns = dict[str, list[Any]]
+
+OIP_NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
+OIP_TYPES = OIP_NUMERIC | {"BYTES"}
+
+
+def _flatten(data: Any, where: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise InputError(f"{where}: expected a list", field=where)
+    if data and isinstance(data[0], list):
+        out: list[Any] = []
+        for row in data:
+            if not isinstance(row, list):
+                raise InputError(f"{where}: mixed nesting", field=where)
+            out.extend(row)
+        return out
+    return data
+
+
+def parse_oip(body: Any, columns: list[Column]) -> tuple[Columns, int]:
+    """An OIP v2 inference request → raw columns and row count (check them with :func:`check_columns`)."""
+    if not isinstance(body, dict):
+        raise InputError("the body must be a JSON object with 'inputs'", field="inputs")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InputError("'inputs' must be a non-empty list of tensors", field="inputs")
+    names = [c.name for c in columns]
+    tensors: list[tuple[str, list[int], list[Any]]] = []
+    for i, tensor in enumerate(inputs):
+        where = f"inputs[{i}]"
+        if not isinstance(tensor, dict):
+            raise InputError(f"{where}: expected an object with name, shape, datatype, data", field=where)
+        name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+        if not isinstance(name, str) or not name:
+            raise InputError(f"{where}.name: required, a string", field=f"{where}.name")
+        if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise InputError(f"{where}.shape: expected a list of non-negative integers", field=f"{where}.shape")
+        if datatype not in OIP_TYPES:
+            raise InputError(f"{where}.datatype: {datatype!r} is not an OIP v2 datatype", field=f"{where}.datatype")
+        data = _flatten(tensor.get("data"), f"{where}.data")
+        if math.prod(shape) != len(data):
+            raise InputError(f"{where}: shape {shape} needs {math.prod(shape)} values, data has {len(data)}", field=f"{where}.data")
+        tensors.append((name, shape, data))
+    if len(tensors) == 1 and tensors[0][0] not in names and len(tensors[0][1]) == 2:
+        _, (rows, width), data = tensors[0]
+        if width != len(names):
+            raise InputError(f"inputs[0]: a [n, k] tensor needs k = {len(names)} columns ({', '.join(names)})", field="inputs[0].shape")
+        out = {name: data[j::width] for j, name in enumerate(names)}
+        return out, rows
+    out = {}
+    for i, (name, shape, data) in enumerate(tensors):
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise InputError(f"inputs[{i}].shape: a column tensor has shape [n] or [n, 1], got {shape}", field=f"inputs[{i}].shape")
+        out[name] = data
+    return out, len(tensors[0][2])
+
+
+def parse_mlflow(body: Any, columns: list[Column]) -> tuple[Columns, int]:
+    """An MLflow ``/invocations`` body → raw columns and row count (check them with :func:`check_columns`)."""
+    if not isinstance(body, dict):
+        raise InputError("the body must be a JSON object with one of dataframe_split, dataframe_records, instances, inputs", field="body")
+    keys = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in body]
+    if len(keys) != 1:
+        raise InputError("give exactly one of dataframe_split, dataframe_records, instances, inputs", field="body")
+    key = keys[0]
+    value = body[key]
+    names = [c.name for c in columns]
+    if key == "dataframe_split":
+        if not isinstance(value, dict) or not isinstance(value.get("data"), list):
+            raise InputError("dataframe_split: expected {columns: [...], data: [[...], ...]}", field="dataframe_split.data")
+        if not value["data"]:
+            raise InputError("the input has no rows", field="inputs")
+        cols = value.get("columns", names)
+        if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+            raise InputError("dataframe_split.columns: expected a list of column names", field="dataframe_split.columns")
+        out: Columns = {c: [] for c in cols}
+        for i, row in enumerate(value["data"]):
+            if not isinstance(row, list) or len(row) != len(cols):
+                raise InputError(f"dataframe_split.data[{i}]: expected a list of {len(cols)} values", field=f"dataframe_split.data[{i}]")
+            for c, v in zip(cols, row):
+                out[c].append(v)
+        return out, len(value["data"])
+    if isinstance(value, dict):  # {"inputs": {"col": [..], ...}}: columnar
+        out = {}
+        for c, v in value.items():
+            out[c] = v if isinstance(v, list) else [v]
+        lengths = {len(v) for v in out.values()}
+        if len(lengths) > 1:
+            raise InputError(f"{key}: every column needs the same number of values", field=key)
+        return out, lengths.pop() if lengths else 0
+    if not isinstance(value, list):
+        raise InputError(f"{key}: expected a list of records", field=key)
+    if not value:
+        raise InputError("the input has no rows", field="inputs")
+    out = {}
+    for i, record in enumerate(value):
+        if isinstance(record, dict):
+            for c, v in record.items():
+                out.setdefault(c, []).append(v)
+        elif isinstance(record, list) and len(record) == len(names):
+            for c, v in zip(names, record):
+                out.setdefault(c, []).append(v)
+        else:
+            raise InputError(f"{key}[{i}]: expected an object of column values or a list of {len(names)} values", field=f"{key}[{i}]")
+    for c, v in out.items():
+        if len(v) != len(value):
+            raise InputError(f"{key}: column {c} is missing in some records", field=c)
+    return out, len(value)
+
+
+def check_columns(data: Columns, columns: list[Column]) -> Columns:
+    """The signature's columns, in order, with values of the right kind; else :class:`InputError`."""
+    if not columns:
+        return data
+    ordered: Columns = {}
+    names = {c.name for c in columns}
+    extra = [c for c in data if c not in names]
+    if extra:
+        raise InputError(f"unknown input column {extra[0]!r}; the model takes {', '.join(c.name for c in columns)}", field=str(extra[0]))
+    for column in columns:
+        values = data.get(column.name)
+        if values is None:
+            raise InputError(f"missing input column {column.name!r}", field=column.name)
+        if column.numeric:
+            for v in values:
+                if v is not None and (isinstance(v, bool) and column.type != "boolean" or not isinstance(v, (int, float))):
+                    raise InputError(f"column {column.name!r}: expected a number, got {v!r}", field=column.name)
+        else:
+            for v in values:
+                if v is not None and not isinstance(v, str):
+                    raise InputError(f"column {column.name!r}: expected text, got {v!r}", field=column.name)
+        ordered[column.name] = values
+    lengths = {len(v) for v in ordered.values()}
+    if len(lengths) > 1:
+        raise InputError("every input column needs the same number of values", field="inputs")
+    if lengths == {0}:
+        raise InputError("the input has no rows", field="inputs")
+    return ordered
+
+
+def to_jsonable(values: Any) -> list[Any]:
+    """A numpy array as plain JSON values (NaN becomes null)."""
+    out = values.tolist() if hasattr(values, "tolist") else list(values)
+    if out and isinstance(out[0], float):
+        return [None if v != v else v for v in out]
+    return out
+
+
+def oip_datatype(values: Any) -> str:
+    kind = getattr(getattr(values, "dtype", None), "kind", "O")
+    return {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}.get(kind, "BYTES")
+
+
+def oip_outputs(outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "datatype": oip_datatype(values), "shape": [len(values)], "data": to_jsonable(values)}
+        for name, values in outputs.items()
+    ]

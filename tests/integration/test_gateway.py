@@ -1,0 +1,306 @@
+"""The gateway over real HTTP on loopback: protocols, bad input, tokens, routing changes under load, integrity."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests.conftest import RUNG, rung_cli
+
+ROW = {"tenure_months": 54, "monthly_charges": 77.73, "contract": "one-year", "region": "north",
+       "support_calls": 1, "age": 42, "paperless_billing": "no"}
+TYPES = {"tenure_months": "INT64", "monthly_charges": "FP64", "support_calls": "INT64", "age": "INT64"}
+
+
+def oip(rows: list[dict], request_id: str | None = None) -> dict:
+    body = {"inputs": [{"name": k, "shape": [len(rows)], "datatype": TYPES.get(k, "BYTES"), "data": [r[k] for r in rows]}
+                       for k in ROW]}
+    if request_id:
+        body["id"] = request_id
+    return body
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    def __init__(self, root: Path, url: str, process: subprocess.Popen, tokens: dict[str, str]) -> None:
+        self.root, self.url, self.process, self.tokens = root, url, process, tokens
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def auth(self, role: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.tokens[role]}"}
+
+    def route(self, body: dict, role: str = "deployer") -> httpx.Response:
+        return self.http.put("/api/routes/churn", json=body, headers=self.auth(role))
+
+    def version_of(self, key: str | None = None) -> int:
+        headers = {"x-rung-key": key} if key else {}
+        response = self.http.post("/v2/models/churn/infer", json=oip([ROW]), headers=headers)
+        assert response.status_code == 200, response.text
+        return int(response.headers["x-rung-model-version"])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, template_project: Path) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("gateway") / "churn"
+    shutil.copytree(template_project, root)
+    with open(root / "rung.yaml", "a") as config:
+        config.write("\nserve:\n  max_body_mb: 0.05\n  refresh_s: 0.1\n")
+    run = rung_cli("run", "--json", cwd=root)
+    assert run.returncode == 0, run.stderr
+    tokens = {}
+    for role in ("viewer", "deployer"):
+        made = rung_cli("token", "create", "--role", role, "--json", cwd=root)
+        assert made.returncode == 0, made.stderr
+        tokens[role] = json.loads(made.stdout)["token"]
+    port = _free_port()
+    log = open(root / "serve.log", "w")
+    process = subprocess.Popen([RUNG, "serve", "--port", str(port)], cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"rung serve exited: {(root / 'serve.log').read_text()}")
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail(f"rung serve did not get ready: {(root / 'serve.log').read_text()}")
+    served = Served(root, url, process, tokens)
+    yield served
+    served.http.close()
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    log.close()
+
+
+def test_health_and_metadata(served: Served) -> None:
+    http = served.http
+    assert http.get("/v2/health/live").json() == {"live": True}
+    assert http.get("/v2/health/ready").json() == {"ready": True}
+    assert http.get("/v2").json()["name"] == "rung"
+    meta = http.get("/v2/models/churn").json()
+    assert [i["name"] for i in meta["inputs"]] == list(ROW)
+    assert meta["versions"] == ["1"]
+    assert http.get("/v2/models/churn/versions/1/ready").json()["ready"] is True
+    spec = http.get("/openapi.json").json()
+    assert "/v2/models/{name}/infer" in spec["paths"] and "/models/{name}/invocations" in spec["paths"]
+
+
+def test_oip_inference_says_who_answered(served: Served) -> None:
+    response = served.http.post("/v2/models/churn/infer", json=oip([ROW, ROW | {"tenure_months": 1}], request_id="abc"))
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == "abc"
+    assert response.headers["x-rung-model-version"] == "1" and response.headers["x-rung-variant"] == "champion"
+    body = response.json()
+    assert body["id"] == "abc" and body["model_version"] == "1" and body["parameters"]["variant"] == "champion"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["predict"]["shape"] == [2] and all(v in (0, 1) for v in outputs["predict"]["data"])
+    assert all(0 <= p <= 1 for p in outputs["proba"]["data"])
+    header_id = served.http.post("/v2/models/churn/infer", json=oip([ROW]), headers={"x-request-id": "from-header"})
+    assert header_id.headers["x-request-id"] == "from-header" and header_id.json()["id"] == "from-header"
+
+
+def test_one_matrix_tensor_and_every_mlflow_payload_agree(served: Served) -> None:
+    http = served.http
+    reference = http.post("/v2/models/churn/infer", json=oip([ROW])).json()
+    proba = next(o for o in reference["outputs"] if o["name"] == "proba")["data"][0]
+    matrix = {"inputs": [{"name": "x", "shape": [1, len(ROW)], "datatype": "BYTES", "data": [list(ROW.values())]}]}
+    assert next(o for o in http.post("/v2/models/churn/infer", json=matrix).json()["outputs"] if o["name"] == "proba")["data"][0] == pytest.approx(proba)
+    payloads = [
+        {"dataframe_split": {"columns": list(ROW), "data": [list(ROW.values())]}},
+        {"dataframe_records": [ROW]},
+        {"instances": [ROW]},
+        {"inputs": {k: [v] for k, v in ROW.items()}},
+    ]
+    for path in ("/invocations", "/models/churn/invocations"):
+        for payload in payloads:
+            response = http.post(path, json=payload)
+            assert response.status_code == 200, (payload, response.text)
+            body = response.json()
+            assert body["probabilities"][0] == pytest.approx(proba), payload
+            assert body["rung"]["version"] == 1 and response.headers["x-rung-variant"] == "champion"
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "field"),
+    [
+        (lambda h: h.post("/v2/models/churn/infer", content=b"{not json", headers={"content-type": "application/json"}), 400, "body"),
+        (lambda h: h.post("/v2/models/churn/infer", content=b"", headers={"content-type": "application/json"}), 400, "body"),
+        (lambda h: h.post("/v2/models/churn/infer", json={"inputs": []}), 422, "inputs"),
+        (lambda h: h.post("/v2/models/churn/infer", json=[1, 2]), 422, "inputs"),
+        (lambda h: h.post("/v2/models/churn/infer", json=oip([ROW | {"age": "old"}])), 422, "age"),
+        (lambda h: h.post("/v2/models/churn/infer", json={"inputs": oip([ROW])["inputs"][1:]}), 422, "tenure_months"),
+        (lambda h: h.post("/v2/models/churn/infer", json={"inputs": oip([ROW])["inputs"] + [{"name": "extra", "shape": [1], "datatype": "FP64", "data": [1]}]}), 422, "extra"),
+        (lambda h: h.post("/v2/models/churn/infer", json={"inputs": [{"name": "age", "shape": [2], "datatype": "INT64", "data": [1]}]}), 422, "inputs[0].data"),
+        (lambda h: h.post("/v2/models/churn/infer", json={"inputs": [{"name": "age", "shape": [1], "datatype": "FLOAT", "data": [1]}]}), 422, "inputs[0].datatype"),
+        (lambda h: h.post("/invocations", json={"dataframe_records": []}), 422, "inputs"),
+        (lambda h: h.post("/invocations", json={"dataframe_records": [ROW], "instances": [ROW]}), 422, "body"),
+        (lambda h: h.post("/invocations", content=b"a,b\n1,2", headers={"content-type": "text/csv"}), 415, "content-type"),
+        (lambda h: h.post("/invocations", json={"dataframe_records": [ROW] * 2000}), 413, "body"),
+        (lambda h: h.post("/v2/models/nope/infer", json=oip([ROW])), 404, "model_name"),
+        (lambda h: h.post("/v2/models/churn/versions/9/infer", json=oip([ROW])), 404, "model_version"),
+        (lambda h: h.post("/v2/models/churn/versions/x/infer", json=oip([ROW])), 404, "model_version"),
+        (lambda h: h.get("/v2/models/churn/infer"), 405, "method"),
+        (lambda h: h.get("/nowhere"), 404, "path"),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(served: Served, send, status: int, field: str) -> None:
+    response = send(served.http)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["field"] == field and body["error"]
+    assert served.http.get("/v2/health/live").status_code == 200  # and the gateway lives on
+
+
+def test_control_api_needs_a_token_with_the_role(served: Served) -> None:
+    http = served.http
+    assert http.get("/api/routes").status_code == 401
+    assert http.get("/api/routes", headers={"authorization": "Bearer rung_nope_nope"}).status_code == 401
+    tables = http.get("/api/routes", headers=served.auth("viewer"))
+    assert tables.status_code == 200 and tables.json()[0]["variants"][0]["version"] == 1
+    before = tables.json()[0]["revision"]
+    refused = served.route({"variants": [{"name": "x", "version": 1}]}, role="viewer")
+    assert refused.status_code == 403
+    assert http.get("/api/routes/churn", headers=served.auth("viewer")).json()["revision"] == before  # nothing changed
+    bad = served.route({"variants": [{"name": "x", "version": 99}]})
+    assert bad.status_code == 422 and bad.json()["field"] == "version"
+    bad = served.route({"variants": [{"name": "x", "version": 1, "weight": -1}]})
+    assert bad.status_code == 422 and bad.json()["field"] == "variants[0].weight"
+    stale = served.route({"variants": [{"name": "champion", "version": 1}], "expected_revision": before + 5})
+    assert stale.status_code == 409
+
+
+def _second_version(served: Served) -> None:
+    data = served.root / "data" / "train.csv"
+    frame = pd.read_csv(data)
+    frame.iloc[::-1].to_csv(data, index=False)
+    run = rung_cli("run", "--json", cwd=served.root)
+    assert run.returncode == 0 and json.loads(run.stdout)["model_version"] == 2, run.stderr
+
+
+def _wait_for(served: Served, predicate, within: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"not within {within} s")
+
+
+def test_routing_changes_under_load_fail_no_request(served: Served) -> None:
+    _second_version(served)
+    failures: list[str] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=served.url, timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post("/v2/models/churn/infer", json=oip([ROW]))
+                    if r.status_code != 200:
+                        failures.append(r.text)
+                    answered[0] += 1
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        changes = [
+            ({"variants": [{"name": "canary", "version": 2, "weight": 1}, {"name": "champion", "version": 1, "weight": 0}]}, {2}),
+            ({"variants": [{"name": "champion", "version": 1}]}, {1}),
+            ({"variants": [{"name": "canary", "version": 2, "weight": 1}]}, {2}),
+            ({"variants": [{"name": "champion", "version": 1}]}, {1}),
+        ]
+        for body, expected in changes:
+            assert served.route(body | {"reason": "test"}).status_code == 200
+            took = _wait_for(served, lambda: {served.version_of() for _ in range(5)} == expected, within=5)
+            assert took < 1.5, f"the change took {took:.2f} s"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert answered[0] > 20 and failures == []
+
+    # sticky 50/50: a key always lands on the same version; many keys see both
+    assert served.route({"variants": [{"name": "b", "version": 2, "weight": 1}, {"name": "a", "version": 1, "weight": 1}]}).status_code == 200
+    _wait_for(served, lambda: len({served.version_of(f"k{i}") for i in range(30)}) == 2, within=5)
+    for key in ("alice", "bob", "carol"):
+        assert len({served.version_of(key) for _ in range(10)}) == 1
+
+    # shadow: version 2 sees a copy, version 1 answers
+    assert served.route({"variants": [{"name": "champion", "version": 1}], "shadows": [{"name": "shadow", "version": 2}]}).status_code == 200
+    _wait_for(served, lambda: served.http.get("/api/routes/churn", headers=served.auth("viewer")).json()["shadows"] != [], within=5)
+    time.sleep(0.5)
+    assert {served.version_of() for _ in range(10)} == {1}
+
+    def shadowed() -> float:
+        text = served.http.get("/metrics").text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("rung_shadow_requests_total") and 'version="2"' in line)
+
+    _wait_for(served, lambda: shadowed() >= 10, within=5)
+    metrics = served.http.get("/metrics").text
+    assert 'rung_requests_total{model="churn",protocol="oip",status="200",variant="champion",version="1"}' in metrics
+    assert "rung_request_latency_seconds_bucket" in metrics and "process_cpu_seconds_total" in metrics
+    history = [e for e in json.loads(rung_cli("routes", "--json", cwd=served.root).stdout)]
+    assert history[0]["shadows"][0]["version"] == 2
+
+
+def test_a_tampered_version_is_never_loaded(served: Served) -> None:
+    assert served.route({"variants": [{"name": "champion", "version": 1}]}).status_code == 200
+    _wait_for(served, lambda: served.http.get("/v2/models/churn").json()["versions"] == ["1"], within=5)
+    cached = served.root / ".rung" / "models" / "churn" / "2"
+    model_file = next(p for p in cached.rglob("*.skops"))
+    model_file.write_bytes(model_file.read_bytes() + b"tampered")
+    assert served.route({"variants": [{"name": "canary", "version": 2}]}).status_code == 200
+    time.sleep(1.0)
+    assert {served.version_of() for _ in range(5)} == {1}  # still the last good table
+    assert "do not match the sha256" in (served.root / "serve.log").read_text()
+
+
+def test_sigterm_drains_and_exits(served: Served) -> None:
+    results: list[int] = []
+
+    def call() -> None:
+        try:
+            results.append(httpx.post(f"{served.url}/v2/models/churn/infer", json=oip([ROW] * 50), timeout=30).status_code)
+        except httpx.HTTPError:
+            results.append(-1)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    served.process.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join()
+    # uvicorn finishes the graceful shutdown, then re-raises SIGTERM: the conventional exit for it
+    assert served.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    # requests that reached the gateway were answered; none failed half-way
+    assert all(code in (200, -1) for code in results) and 200 in results, results

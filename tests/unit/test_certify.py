@@ -1,0 +1,324 @@
+"""rung.certify: the rules of the release gate, on plain numbers, columns and a tiny fitted model."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rung.certify import (
+    CertificationReport,
+    Check,
+    behaviour_check,
+    champion_check,
+    latency_check,
+    schema_check,
+    slice_checks,
+    threshold_check,
+    validate_behaviour,
+)
+from rung.config import BehaviourCheck, Bound, ChampionMargin, SliceGate
+from rung.errors import CertificationError
+from rung.evaluation import higher_is_better
+from rung.serving.loader import Column, LoadedModel
+
+# -- directions ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "accuracy", "f1", "precision", "recall", "r2", "average_precision"])
+def test_higher_is_better_for_scores(metric: str) -> None:
+    assert higher_is_better(metric) is True
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "log_loss", "brier"])
+def test_lower_is_better_for_errors(metric: str) -> None:
+    assert higher_is_better(metric) is False
+
+
+def test_unknown_metric_direction_is_an_error_naming_it() -> None:
+    with pytest.raises(KeyError, match="wobble"):
+        higher_is_better("wobble")
+
+
+# -- absolute thresholds -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "bound", "status"),
+    [
+        (0.81, Bound(min=0.8), "passed"),
+        (0.8, Bound(min=0.8), "passed"),  # the bound itself is allowed
+        (0.79, Bound(min=0.8), "failed"),
+        (12.0, Bound(max=12.5), "passed"),
+        (13.0, Bound(max=12.5), "failed"),
+        (0.85, Bound(min=0.8, max=0.9), "passed"),
+        (0.95, Bound(min=0.8, max=0.9), "failed"),
+    ],
+)
+def test_threshold(value: float, bound: Bound, status: str) -> None:
+    check = threshold_check("roc_auc", value, bound)
+    assert check.name == "threshold.roc_auc"
+    assert check.status == status
+    assert check.observed == value
+
+
+@pytest.mark.parametrize("value", [float("nan"), None, "0.9"])
+def test_threshold_on_a_missing_or_nan_metric_fails(value: object) -> None:
+    check = threshold_check("r2", value, Bound(min=0.0))
+    assert check.status == "failed" and "not a finite number" in check.detail
+
+
+# -- versus the champion ----------------------------------------------------------------------
+
+
+def test_a_drop_within_the_margin_passes_and_beyond_it_fails() -> None:
+    margin = ChampionMargin(max_drop=0.01)
+    assert champion_check("roc_auc", 0.795, 0.80, margin, higher=True).status == "passed"
+    assert champion_check("roc_auc", 0.790, 0.80, margin, higher=True).status == "passed"  # exactly the margin
+    failed = champion_check("roc_auc", 0.78, 0.80, margin, higher=True, champion_ref="churn:1")
+    assert failed.status == "failed" and failed.name == "champion.roc_auc"
+    assert "0.02 worse than churn:1" in failed.detail
+
+
+def test_worse_follows_the_metric_direction() -> None:
+    margin = ChampionMargin(max_drop=0.5)
+    # rmse: lower is better, so a higher rmse is the drop
+    assert champion_check("rmse", 10.4, 10.0, margin, higher=False).status == "passed"
+    assert champion_check("rmse", 10.6, 10.0, margin, higher=False).status == "failed"
+    assert champion_check("rmse", 3.0, 10.0, margin, higher=False).status == "passed"
+    # the same numbers on a higher-is-better metric: a big improvement
+    assert champion_check("r2", 10.6, 10.0, margin, higher=True).status == "passed"
+    assert "better" in champion_check("r2", 10.6, 10.0, margin, higher=True).detail
+
+
+def test_relative_margin_is_a_fraction_of_the_champion() -> None:
+    margin = ChampionMargin(max_relative_drop=0.05)
+    assert champion_check("rmse", 104.0, 100.0, margin, higher=False).status == "passed"
+    assert champion_check("rmse", 106.0, 100.0, margin, higher=False).status == "failed"
+
+
+def test_both_margins_must_hold() -> None:
+    margin = ChampionMargin(max_drop=0.1, max_relative_drop=0.01)
+    assert champion_check("accuracy", 0.95, 1.0, margin, higher=True).status == "failed"  # 5% relative
+    assert champion_check("accuracy", 0.995, 1.0, margin, higher=True).status == "passed"
+
+
+def test_a_margin_without_bounds_allows_no_drop() -> None:
+    assert champion_check("f1", 0.7999, 0.8, ChampionMargin(), higher=True).status == "failed"
+    assert champion_check("f1", 0.8, 0.8, ChampionMargin(), higher=True).status == "passed"
+
+
+def test_a_champion_without_the_metric_is_skipped() -> None:
+    check = champion_check("roc_auc", 0.8, None, ChampionMargin(max_drop=0.01), higher=True)
+    assert check.status == "skipped"
+
+
+# -- slices ------------------------------------------------------------------------------------
+
+CANDIDATE = {
+    "region=north": {"roc_auc": 0.70, "rows": 120},
+    "region=south": {"roc_auc": 0.60, "rows": 100},
+    "region=tiny": {"roc_auc": 0.10, "rows": 12},
+}
+CHAMPION = {
+    "region=north": {"roc_auc": 0.72, "rows": 120},
+    "region=south": {"roc_auc": 0.75, "rows": 100},
+    "region=tiny": {"roc_auc": 0.90, "rows": 12},
+}
+
+
+def _by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+def test_slices_are_held_to_bounds_and_small_ones_skipped() -> None:
+    checks = _by_name(slice_checks(CANDIDATE, None, SliceGate(min=0.65, min_rows=30), "roc_auc", higher=True))
+    assert checks["slice.region=north.roc_auc"].status == "passed"
+    assert checks["slice.region=south.roc_auc"].status == "failed"
+    tiny = checks["slice.region=tiny.roc_auc"]
+    assert tiny.status == "skipped" and "12 rows" in tiny.detail
+
+
+def test_slices_compared_with_the_champion() -> None:
+    gate = SliceGate(max_drop_vs_champion=0.05, min_rows=30)
+    checks = _by_name(slice_checks(CANDIDATE, CHAMPION, gate, "roc_auc", higher=True, champion_ref="churn:1"))
+    assert checks["slice.region=north.roc_auc"].status == "passed"  # 0.02 worse
+    south = checks["slice.region=south.roc_auc"]
+    assert south.status == "failed" and "0.15 worse than churn:1" in south.detail
+    assert checks["slice.region=tiny.roc_auc"].status == "skipped"
+
+
+def test_a_slice_the_champion_lacks_is_not_compared() -> None:
+    gate = SliceGate(max_drop_vs_champion=0.05)
+    checks = _by_name(slice_checks({"region=east": {"roc_auc": 0.5, "rows": 80}}, CHAMPION, gate, "roc_auc", higher=True))
+    assert checks["slice.region=east.roc_auc"].status == "skipped"
+
+
+def test_slice_drop_on_an_error_metric() -> None:
+    gate = SliceGate(max_drop_vs_champion=1.0)
+    ours = {"size=large": {"rmse": 12.0, "rows": 50}}
+    theirs = {"size=large": {"rmse": 10.0, "rows": 50}}
+    assert slice_checks(ours, theirs, gate, "rmse", higher=False)[0].status == "failed"
+    assert slice_checks(theirs, ours, gate, "rmse", higher=False)[0].status == "passed"
+
+
+def test_nothing_to_check_on_slices_is_one_skipped_row() -> None:
+    assert [c.status for c in slice_checks(CANDIDATE, None, SliceGate(), "roc_auc", higher=True)] == ["skipped"]
+    assert [c.name for c in slice_checks({}, CHAMPION, SliceGate(min=0.5), "roc_auc", higher=True)] == ["slices"]
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+CHAMPION_COLUMNS = [Column("tenure", "long"), Column("charges", "double"), Column("region", "string")]
+
+
+def test_same_columns_pass() -> None:
+    assert schema_check(list(CHAMPION_COLUMNS), CHAMPION_COLUMNS, []).status == "passed"
+
+
+def test_undeclared_changes_fail_and_are_named() -> None:
+    candidate = [Column("tenure", "double"), Column("region", "string"), Column("plan", "string")]
+    check = schema_check(candidate, CHAMPION_COLUMNS, [], champion_ref="churn:1")
+    assert check.status == "failed"
+    for change in ("+plan", "-charges", "tenure: long → double"):
+        assert change in check.detail
+
+
+def test_declared_changes_pass() -> None:
+    candidate = [Column("tenure", "double"), Column("region", "string"), Column("plan", "string")]
+    assert schema_check(candidate, CHAMPION_COLUMNS, ["plan", "charges", "tenure"]).status == "passed"
+    partly = schema_check(candidate, CHAMPION_COLUMNS, ["plan"])
+    assert partly.status == "failed" and "+plan" not in partly.detail
+
+
+def test_no_signature_is_skipped() -> None:
+    assert schema_check([], CHAMPION_COLUMNS, []).status == "skipped"
+
+
+# -- latency -----------------------------------------------------------------------------------
+
+
+def test_latency_uses_the_p99_not_the_worst_call() -> None:
+    one_slow = [1.0] * 99 + [100.0]
+    two_slow = [1.0] * 98 + [100.0] * 2
+    assert latency_check("latency.single_row_p99_ms", one_slow, 50.0).status == "passed"
+    check = latency_check("latency.single_row_p99_ms", two_slow, 50.0)
+    assert check.status == "failed" and check.observed == pytest.approx(100.0)
+
+
+# -- behaviour ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    """P(positive) rises with x1 and ignores x2 entirely."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x1": rng.normal(size=300), "x2": rng.normal(size=300), "colour": rng.choice(["red", "blue"], 300)})
+    y = (frame["x1"] + rng.normal(scale=0.5, size=300) > 0).astype(int)
+    estimator = Pipeline([("x1 only", ColumnTransformer([("keep", "passthrough", ["x1"])])), ("fit", LogisticRegression())])
+    estimator.fit(frame, y)
+    columns = [Column("x1", "double"), Column("x2", "double"), Column("colour", "string")]
+    return LoadedModel("tiny", 1, "sklearn", "classification", columns, estimator, Path("."), classes=[0, 1])
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    return pd.DataFrame({"x1": rng.normal(size=50), "x2": rng.normal(size=50), "colour": rng.choice(["red", "blue"], 50)})
+
+
+def test_directional_check_passes_when_the_score_moves_as_expected(model: LoadedModel, rows: pd.DataFrame) -> None:
+    check = behaviour_check(model, rows, BehaviourCheck(kind="directional", feature="x1", change=1.0, expect="increase"))
+    assert check.status == "passed" and check.observed == 0.0
+    assert check.name == "behaviour.directional x1"
+
+
+def test_directional_check_fails_when_every_row_moves_the_other_way(model: LoadedModel, rows: pd.DataFrame) -> None:
+    check = behaviour_check(model, rows, BehaviourCheck(name="x1 lowers risk", kind="directional", feature="x1", change=1.0, expect="decrease"))
+    assert check.status == "failed" and check.observed == 1.0
+    assert check.name == "behaviour.x1 lowers risk" and "50 of 50 rows" in check.detail
+
+
+def test_directional_check_allows_a_violation_rate(model: LoadedModel, rows: pd.DataFrame) -> None:
+    # x2 does not move the score: "increase" is violated by every row, "non_decreasing" by none
+    strict = BehaviourCheck(kind="directional", feature="x2", change=1.0, expect="increase", max_violation_rate=0.99)
+    assert behaviour_check(model, rows, strict).status == "failed"
+    assert behaviour_check(model, rows, strict.model_copy(update={"max_violation_rate": 1.0})).status == "passed"
+    lenient = BehaviourCheck(kind="directional", feature="x2", change=1.0, expect="non_decreasing")
+    assert behaviour_check(model, rows, lenient).status == "passed"
+
+
+def test_directional_check_leaves_out_rows_without_a_value(model: LoadedModel, rows: pd.DataFrame) -> None:
+    gappy = rows.assign(x1=rows["x1"].where(rows.index % 2 == 0))
+    check = behaviour_check(model, gappy, BehaviourCheck(kind="directional", feature="x1", change=1.0, expect="increase"))
+    assert check.status == "passed" and "of 25 rows" in check.detail
+
+
+def test_invariance_check(model: LoadedModel, rows: pd.DataFrame) -> None:
+    ignored = BehaviourCheck(kind="invariance", feature="colour", values=["red", "blue", "green"])
+    assert behaviour_check(model, rows, ignored).status == "passed"
+    used = BehaviourCheck(kind="invariance", feature="x1", values=[0.0, 1.0])
+    check = behaviour_check(model, rows, used)
+    assert check.status == "failed" and check.observed == 1.0
+    loose = BehaviourCheck(kind="invariance", feature="x1", values=[0.0, 1.0], tolerance=1.0)
+    assert behaviour_check(model, rows, loose).status == "passed"
+
+
+INPUTS = {"x1": True, "x2": True, "colour": False}
+
+
+@pytest.mark.parametrize(
+    ("check", "key"),
+    [
+        (BehaviourCheck(kind="directional", feature="x9", change=1.0), "certify.behaviour[1].feature"),
+        (BehaviourCheck(kind="directional", feature="colour", change=1.0), "certify.behaviour[1].feature"),
+        (BehaviourCheck(kind="directional", feature="x1"), "certify.behaviour[1].change"),
+        (BehaviourCheck(kind="invariance", feature="x1"), "certify.behaviour[1].values"),
+        (BehaviourCheck(kind="invariance", feature="x1", values=["a"]), "certify.behaviour[1].values"),
+        (BehaviourCheck(kind="invariance", feature="x1", values=[1], expect="increase"), "certify.behaviour[1].expect"),
+    ],
+)
+def test_a_check_that_cannot_run_is_a_settings_error_naming_its_key(check: BehaviourCheck, key: str) -> None:
+    fine = BehaviourCheck(kind="invariance", feature="colour", values=["red"])
+    with pytest.raises(CertificationError) as caught:
+        validate_behaviour([fine, check], INPUTS)
+    assert key in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def _report(*checks: Check) -> CertificationReport:
+    return CertificationReport("churn", 2, tuple(checks), 1, datetime(2026, 1, 1, tzinfo=timezone.utc), 1.5)
+
+
+def test_a_report_is_certified_only_without_failures() -> None:
+    ok = _report(Check("integrity", "passed"), Check("champion", "skipped"))
+    assert ok.certified and ok.counts() == {"passed": 1, "failed": 0, "skipped": 1}
+    bad = _report(Check("integrity", "passed"), Check("threshold.roc_auc", "failed", 0.5))
+    assert not bad.certified and [c.name for c in bad.failed] == ["threshold.roc_auc"]
+    as_dict = bad.to_dict()
+    assert as_dict["ref"] == "churn:2" and as_dict["champion"] == "churn:1" and as_dict["certified"] is False
+
+
+def test_report_json_has_no_nan_and_the_summary_fits_a_tag() -> None:
+    many = [Check(f"slice.region=r{i:04d}.roc_auc", "failed", float("nan")) for i in range(500)]
+    report = _report(*many)
+    text = json.dumps(report.to_dict(), allow_nan=False)
+    assert "NaN" not in text
+    summary = report.summary()
+    assert len(summary) < 5000
+    parsed = json.loads(summary)
+    assert parsed["certified"] is False and parsed["counts"]["failed"] == 500
+    assert not math.isnan(report.duration_s)
