@@ -284,6 +284,31 @@ def test_a_tampered_version_is_never_loaded(served: Served) -> None:
     assert "do not match the sha256" in (served.root / "serve.log").read_text()
 
 
+def test_fuzzed_requests_never_get_a_server_error(served: Served) -> None:
+    """Property-based fuzzing (schemathesis) of every operation in /openapi.json: never a 5xx."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(f"{served.url}/openapi.json")
+    server_errors: list[str] = []
+    operations = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        operations += 1
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def fuzz(case) -> None:
+            response = case.call(base_url=served.url, headers=served.auth("deployer"))
+            if response.status_code >= 500:
+                server_errors.append(f"{case.method} {case.formatted_path} {case.body!r:.200} -> {response.status_code} {response.text[:200]}")
+
+        fuzz()
+    assert operations >= 15
+    assert server_errors == []
+    assert served.http.get("/v2/health/ready").status_code == 200
+
+
 def test_sigterm_drains_and_exits(served: Served) -> None:
     results: list[int] = []
 

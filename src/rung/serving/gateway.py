@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -284,7 +285,7 @@ def create_app(project: Project) -> Starlette:
 
     async def predict(request: Request, protocol: str) -> Response:
         started = time.perf_counter()
-        request_id = request.headers.get("x-request-id") or os.urandom(8).hex()
+        request_id = _request_id(request.headers.get("x-request-id"))
         model_name = request.path_params.get("name") or project.settings.model_name
         try:
             if settings.protect_predict:
@@ -292,8 +293,8 @@ def create_app(project: Project) -> Starlette:
             version = _version_param(request)
             body = await _read_json(request, gateway.max_body)
             key = request.headers.get("x-rung-key")
-            if protocol == "oip" and isinstance(body, dict) and isinstance(body.get("id"), str):
-                request_id = request.headers.get("x-request-id") or body["id"]
+            if protocol == "oip" and isinstance(body, dict) and "x-request-id" not in request.headers:
+                request_id = _request_id(body.get("id"))
             parse = parse_oip if protocol == "oip" else parse_mlflow
             raw, rows = parse(body, _columns_for(gateway, model_name, version))
             if key is None and settings.key_field and raw.get(settings.key_field):
@@ -492,6 +493,16 @@ def _columns_for(gateway: Gateway, model: str, version: int | None) -> list[Any]
             raise HTTPError(404, f"version {version} of {model!r} is not served (served: {served}); deploy it first", "model_version")
         return runtime.model.columns
     return gateway.runtimes[(model, table.variants[0].version)].model.columns
+
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+
+def _request_id(given: Any) -> str:
+    """The caller's request id when it is safe to echo in a header; otherwise a fresh one."""
+    if isinstance(given, str) and REQUEST_ID.match(given):
+        return given
+    return os.urandom(8).hex()
 
 
 def _without_key(raw: dict[str, list[Any]], runtime: Runtime, key_field: str | None) -> dict[str, list[Any]]:
