@@ -186,7 +186,7 @@ class ServeSettings(_Section):
     key_field: str | None = None  # an input column that makes routing sticky when no X-Rung-Key header is sent
     protect_predict: bool = False  # require a viewer token on prediction routes too
     max_body_mb: float = Field(default=16.0, gt=0)
-    refresh_s: float = Field(default=0.25, gt=0, le=60)
+    refresh_s: float = Field(default=0.1, gt=0, le=60)
     # Threads each predict call may use (OpenMP/BLAS). One is right for a gateway: concurrency
     # comes from batching, and on a small machine multi-threaded predict of a few rows is slower.
     model_threads: int = Field(default=1, ge=1, le=256)

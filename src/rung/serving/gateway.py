@@ -73,6 +73,7 @@ class Gateway:
         self.draining = False
         self.shadow_pending = 0
         self.rejected: dict[str, int] = {}  # model -> routing revision that could not be loaded
+        self._retiring: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self.max_body = int(self.settings.max_body_mb * 1024 * 1024)
         self._refresh_task: asyncio.Task[None] | None = None
         self._token_cache: dict[str, tuple[float, str]] = {}
@@ -115,13 +116,15 @@ class Gateway:
 
     async def refresh(self) -> None:
         """Load what changed tables need, then swap them in."""
-        revisions = await asyncio.to_thread(self.store.route_revisions)
+        # Inline, not in a thread: one indexed read of a tiny table, and a thread hop
+        # under load costs more (GIL hand-offs) than the query itself.
+        revisions = self.store.route_revisions()
         for model, revision in revisions.items():
             current = self.tables.get(model)
             if (current is not None and current.revision == revision) or self.rejected.get(model) == revision:
                 continue
             try:
-                record = await asyncio.to_thread(self.store.route, model)
+                record = self.store.route(model)  # inline too: see above
                 if record is None:
                     continue
                 table = RoutingTable.from_record(record)
@@ -163,11 +166,25 @@ class Gateway:
         )
 
     def _unload_unused(self) -> None:
-        """Drop versions no table needs, after a grace period: requests routed just before the swap still finish."""
+        """Unload versions no table needs after a grace period.
+
+        Requests routed just before a swap still finish on them, and a table
+        that wants one back within the grace period gets it without a reload.
+        """
         needed = {(m, v) for m, t in self.tables.items() for v in t.versions}
         loop = asyncio.get_running_loop()
-        for key in [k for k in self.runtimes if k not in needed]:
-            loop.call_later(RETIRE_AFTER_S, self.runtimes.pop(key).close)
+        for key in list(self._retiring):
+            if key in needed:
+                self._retiring.pop(key).cancel()
+        for key in self.runtimes:
+            if key not in needed and key not in self._retiring:
+                self._retiring[key] = loop.call_later(RETIRE_AFTER_S, self._retire, key)
+
+    def _retire(self, key: tuple[str, int]) -> None:
+        self._retiring.pop(key, None)
+        runtime = self.runtimes.pop(key, None)
+        if runtime is not None:
+            runtime.close()
 
     # -- prediction ---------------------------------------------------------------------------
 

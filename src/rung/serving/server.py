@@ -8,6 +8,7 @@ then the process exits.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,6 +23,9 @@ def run_gateway(project: Project, *, host: str | None = None, port: int | None =
     from rung.serving.gateway import create_app
 
     settings = project.settings.serve
+    # The event loop and the prediction threads share the GIL; a shorter switch interval
+    # lets the loop answer, route and parse while a long predict runs.
+    sys.setswitchinterval(0.001)
     app = create_app(project)
     gateway = app.state.gateway
     config = uvicorn.Config(

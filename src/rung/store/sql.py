@@ -35,6 +35,9 @@ _RUN_FIELDS = {c.name for c in schema.pipeline_runs.columns}
 _STEP_FIELDS = {c.name for c in schema.step_runs.columns} - {"id"}
 
 
+WRITE = "rung_write"  # connection flag: the transaction being begun will write
+
+
 def normalise_url(url: str) -> str:
     """Accept ``postgres://`` and ``postgresql://`` and use the psycopg 3 driver."""
     for prefix in ("postgres://", "postgresql://"):
@@ -94,15 +97,22 @@ class MetadataStore:
 
             @sa_event.listens_for(engine, "begin")
             def _on_begin(conn: Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # Writers take the write lock up front (no deadlock-prone lock upgrades);
+                # readers never block anyone in WAL mode, so they begin a plain read.
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(WRITE) else "BEGIN")
 
             return engine
         return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+        with self.engine.connect() as conn:
+            conn.info[WRITE] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop(WRITE, None)
 
     def _retry(self, fn: Callable[[Connection], T]) -> T:
         delay = 0.05
