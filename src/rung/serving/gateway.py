@@ -354,11 +354,21 @@ def create_app(project: Project) -> Starlette:
         gateway.metrics.observe(model.name, model.version, variant, protocol, 200, time.perf_counter() - started)
         return _json(body_out, headers=headers)
 
+    in_flight = gateway.metrics.in_flight
+
     async def infer(request: Request) -> Response:
-        return await predict(request, "oip")
+        in_flight.inc()
+        try:
+            return await predict(request, "oip")
+        finally:
+            in_flight.dec()
 
     async def invocations(request: Request) -> Response:
-        return await predict(request, "mlflow")
+        in_flight.inc()
+        try:
+            return await predict(request, "mlflow")
+        finally:
+            in_flight.dec()
 
     async def live(request: Request) -> Response:
         return _json({"live": True})
