@@ -175,7 +175,7 @@ class BatchingSettings(_Section):
 
     enabled: bool = True
     max_batch_size: int = Field(default=64, ge=1, le=100_000)
-    max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
+    max_wait_ms: float = Field(default=1.0, ge=0, le=1000)
 
 
 class ServeSettings(_Section):

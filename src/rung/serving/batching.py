@@ -1,11 +1,13 @@
 """Micro-batching: many concurrent requests to one version, one ``predict``.
 
 Each loaded version has one prediction thread. Requests queue up while it
-works; when it is free it takes everything queued (up to
-``max_batch_size``), builds one frame and predicts once. Under light load a
-request is predicted at once, alone (nothing waits unless ``max_wait_ms``
-asks for it); under heavy load batches form by themselves, which is where
-they pay (one ``predict`` of 64 rows costs about as much as 2-3 of one).
+works; when it is free it waits up to ``max_wait_ms`` (default 1 ms) for
+more, takes everything queued (up to ``max_batch_size`` rows), builds one
+frame and predicts once. A tabular model pays a fixed cost per call
+(pandas, column transformers), so one ``predict`` of 64 rows costs about as
+much as one of a single row; the short wait lets the requests of concurrent
+clients meet (with 8 connections it raised throughput 1.7x in
+``bench/gateway.py``).
 The event loop never blocks on a model: it parses, routes and answers while
 the thread predicts.
 """
