@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -60,6 +61,8 @@ def detect_flavor(model: Any) -> str:
         "return one of those from the train step"
     )
 
+
+_FLUENT_LOCK = threading.RLock()
 
 # Written by MLflow into a model directory when it is downloaded through the
 # registry; it describes the download, not the model, so it is not hashed.
@@ -141,23 +144,24 @@ class Tracking:
         must not leave the caller's MLflow pointing at a rung project.
         """
         import mlflow
-        from mlflow.tracking import _tracking_service, _model_registry
+        from mlflow.tracking import _model_registry, _tracking_service
 
         saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         globals_ = ((_tracking_service.utils, "_tracking_uri"), (_model_registry.utils, "_registry_uri"))
-        saved = [(module, attr, getattr(module, attr)) for module, attr in globals_ if hasattr(module, attr)]
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-        try:
-            yield mlflow
-        finally:
-            for module, attr, value in saved:
-                setattr(module, attr, value)
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        with _FLUENT_LOCK:  # threads (the gateway's loaders) take turns with the globals
+            saved = [(module, attr, getattr(module, attr)) for module, attr in globals_ if hasattr(module, attr)]
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_registry_uri(self.uri)
+            try:
+                yield mlflow
+            finally:
+                for module, attr, value in saved:
+                    setattr(module, attr, value)
+                for key, value in saved_env.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
 
     def _experiment_id(self, client: Any, name: str) -> str:
         experiment = client.get_experiment_by_name(name)

@@ -98,7 +98,7 @@ def test_unmet_threshold_and_latency_budget_fail_with_exit_1(project: Path) -> N
         "thresholds": {"roc_auc": {"min": 0.999}, "accuracy": {"min": 0.5}},
         "latency": FAST_LATENCY | {"single_row_p99_ms": 0.001},
     })
-    result = rung_cli("certify", "churn:1", "--skip-tests", cwd=project)
+    result = rung_cli("certify", "churn:1", "--skip-tests", cwd=project, env={"COLUMNS": "200"})
     assert result.returncode == 1, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert "churn:1 is not certified: 2 check(s) failed (threshold.roc_auc, latency.single_row_p99_ms)" in result.stderr

@@ -243,7 +243,8 @@ def test_directional_check_passes_when_the_score_moves_as_expected(model: Loaded
 
 
 def test_directional_check_fails_when_every_row_moves_the_other_way(model: LoadedModel, rows: pd.DataFrame) -> None:
-    check = behaviour_check(model, rows, BehaviourCheck(name="x1 lowers risk", kind="directional", feature="x1", change=1.0, expect="decrease"))
+    declared = BehaviourCheck(name="x1 lowers risk", kind="directional", feature="x1", change=1.0, expect="decrease")
+    check = behaviour_check(model, rows, declared)
     assert check.status == "failed" and check.observed == 1.0
     assert check.name == "behaviour.x1 lowers risk" and "50 of 50 rows" in check.detail
 

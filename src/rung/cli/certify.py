@@ -34,7 +34,7 @@ def show_report(report: CertificationReport) -> None:
 
     champion = f"champion {report.name}:{report.champion}" if report.champion is not None else "no champion to compare"
     table = Table(title=f"Certification of {report.ref} ({champion})")
-    table.add_column("check", no_wrap=True)
+    table.add_column("check", overflow="fold")
     table.add_column("status", no_wrap=True)
     table.add_column("observed", justify="right", overflow="fold")
     table.add_column("expected", overflow="fold")

@@ -188,19 +188,39 @@ class Gateway:
 
     # -- prediction ---------------------------------------------------------------------------
 
-    def pick(self, model: str, version: int | None, key: str | None) -> tuple[Runtime, str, RoutingTable]:
+    def table(self, model: str) -> RoutingTable:
         table = self.tables.get(model)
         if table is None:
             raise HTTPError(404, f"model {model!r} is not served here; served: {', '.join(sorted(self.tables)) or 'none'}", "model_name")
-        if version is None:
-            variant = table.choose(key)
-            return self.runtimes[(model, variant.version)], variant.name, table
+        return table
+
+    def pinned(self, model: str, version: int) -> Runtime:
+        table = self.table(model)
         runtime = self.runtimes.get((model, version))
         if runtime is None:
             served = ", ".join(str(v) for v in sorted(table.versions))
             raise HTTPError(404, f"version {version} of {model!r} is not served (served: {served}); deploy it first", "model_version")
+        return runtime
+
+    def pick(self, model: str, version: int | None, key: str | None) -> tuple[Runtime, str, RoutingTable]:
+        """Who answers: the routed variant, or the pinned version."""
+        table = self.table(model)
+        if version is None:
+            variant = table.choose(key)
+            return self.runtimes[(model, variant.version)], variant.name, table
         name = next((v.name for v in table.variants + table.shadows if v.version == version), "pinned")
-        return runtime, name, table
+        return self.pinned(model, version), name, table
+
+    def primary(self, model: str) -> tuple[Runtime, str, RoutingTable]:
+        """The variant with the largest share (what model metadata describes)."""
+        table = self.table(model)
+        top = max(table.variants, key=lambda v: v.weight)
+        return self.runtimes[(model, top.version)], top.name, table
+
+    def columns(self, model: str, version: int | None) -> list[Any]:
+        """The input columns to parse a request with (the pinned or the primary version's)."""
+        runtime = self.pinned(model, version) if version is not None else self.primary(model)[0]
+        return runtime.model.columns
 
     def shadow(self, table: RoutingTable, columns: dict[str, list[Any]], rows: int, answer: dict[str, Any]) -> None:
         """Send a copy to the table's shadows; never awaited by the request."""
@@ -313,7 +333,7 @@ def create_app(project: Project) -> Starlette:
             if protocol == "oip" and isinstance(body, dict) and "x-request-id" not in request.headers:
                 request_id = _request_id(body.get("id"))
             parse = parse_oip if protocol == "oip" else parse_mlflow
-            raw, rows = parse(body, _columns_for(gateway, model_name, version))
+            raw, rows = parse(body, gateway.columns(model_name, version))
             if key is None and settings.key_field and raw.get(settings.key_field):
                 key = str(raw[settings.key_field][0])
             runtime, variant, table = gateway.pick(model_name, version, key)
@@ -354,21 +374,19 @@ def create_app(project: Project) -> Starlette:
         gateway.metrics.observe(model.name, model.version, variant, protocol, 200, time.perf_counter() - started)
         return _json(body_out, headers=headers)
 
-    in_flight = gateway.metrics.in_flight
+    def endpoint(protocol: str) -> Any:
+        in_flight = gateway.metrics.in_flight
 
-    async def infer(request: Request) -> Response:
-        in_flight.inc()
-        try:
-            return await predict(request, "oip")
-        finally:
-            in_flight.dec()
+        async def answer(request: Request) -> Response:
+            in_flight.inc()
+            try:
+                return await predict(request, protocol)
+            finally:
+                in_flight.dec()
 
-    async def invocations(request: Request) -> Response:
-        in_flight.inc()
-        try:
-            return await predict(request, "mlflow")
-        finally:
-            in_flight.dec()
+        return answer
+
+    infer, invocations = endpoint("oip"), endpoint("mlflow")
 
     async def live(request: Request) -> Response:
         return _json({"live": True})
@@ -384,7 +402,7 @@ def create_app(project: Project) -> Starlette:
         try:
             name = request.path_params["name"]
             version = _version_param(request)
-            runtime, _, table = gateway.pick(name, version, None) if version else _primary(gateway, name)
+            runtime, _, table = gateway.pick(name, version, None) if version else gateway.primary(name)
         except HTTPError as exc:
             return _error(exc.status, exc.message, exc.field)
         model = runtime.model
@@ -403,9 +421,9 @@ def create_app(project: Project) -> Starlette:
         try:
             version = _version_param(request)
             if version:
-                gateway.pick(name, version, None)
+                gateway.pinned(name, version)
             else:
-                _primary(gateway, name)
+                gateway.table(name)
         except HTTPError as exc:
             return _error(exc.status, exc.message, exc.field)
         return _json({"name": name, "ready": gateway.ready and not gateway.draining})
@@ -509,19 +527,6 @@ def create_app(project: Project) -> Starlette:
     return app
 
 
-def _columns_for(gateway: Gateway, model: str, version: int | None) -> list[Any]:
-    table = gateway.tables.get(model)
-    if table is None:
-        raise HTTPError(404, f"model {model!r} is not served here; served: {', '.join(sorted(gateway.tables)) or 'none'}", "model_name")
-    if version is not None:
-        runtime = gateway.runtimes.get((model, version))
-        if runtime is None:
-            served = ", ".join(str(v) for v in sorted(table.versions))
-            raise HTTPError(404, f"version {version} of {model!r} is not served (served: {served}); deploy it first", "model_version")
-        return runtime.model.columns
-    return gateway.runtimes[(model, table.variants[0].version)].model.columns
-
-
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 
 
@@ -537,14 +542,6 @@ def _without_key(raw: dict[str, list[Any]], runtime: Runtime, key_field: str | N
     if key_field and key_field in raw and all(c.name != key_field for c in runtime.model.columns):
         return {k: v for k, v in raw.items() if k != key_field}
     return raw
-
-
-def _primary(gateway: Gateway, name: str) -> tuple[Runtime, str, RoutingTable]:
-    table = gateway.tables.get(name)
-    if table is None:
-        raise HTTPError(404, f"model {name!r} is not served here", "model_name")
-    top = max(table.variants, key=lambda v: v.weight)
-    return gateway.runtimes[(name, top.version)], top.name, table
 
 
 def _oip_type(signature_type: str) -> str:
