@@ -180,7 +180,7 @@ def _execute_payload(payload: bytes, path: list[str]) -> StepOutcome:
     import pickle
 
     sys.path[:0] = [entry for entry in path if entry not in sys.path]
-    return execute_step(pickle.loads(payload))
+    return execute_step(pickle.loads(payload))  # from our own parent, over the pool's pipe: not user data
 
 
 def _pickle_by_value(cloudpickle: Any, module: str) -> None:
