@@ -46,3 +46,20 @@ def table(title: str, columns: list[str], left: int = 1) -> Table:
     for i, column in enumerate(columns):
         t.add_column(column, justify="left" if i < left else "right", no_wrap=i < left)
     return t
+
+
+def trained_project(work: Path, *, versions: int = 1) -> Path:
+    """``rung init churn`` (3,000 rows) in ``work`` and ``versions`` trained versions (new data order each time)."""
+    import subprocess
+
+    import pandas as pd
+
+    rung = rung_executable()
+    subprocess.run([rung, "init", "churn", "--rows", "3000", "--no-git"], cwd=work, check=True, capture_output=True)
+    project = work / "churn"
+    for i in range(versions):
+        if i:
+            data = project / "data" / "train.csv"
+            pd.read_csv(data).iloc[::-1].to_csv(data, index=False)
+        subprocess.run([rung, "run"], cwd=project, check=True, capture_output=True)
+    return project

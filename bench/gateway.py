@@ -33,7 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import REPO, console, rung_executable, table
+from _common import REPO, console, rung_executable, table, trained_project
 
 ROW = {"tenure_months": 54, "monthly_charges": 77.73, "contract": "one-year", "region": "north",
        "support_calls": 1, "age": 42, "paperless_billing": "no"}
@@ -110,9 +110,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rung-bench-gateway-"))
     try:
         with console.status("creating and training the churn project"):
-            subprocess.run([rung, "init", "churn", "--rows", "3000", "--no-git"], cwd=work, check=True, capture_output=True)
-            project = work / "churn"
-            subprocess.run([rung, "run"], cwd=project, check=True, capture_output=True)
+            project = trained_project(work)
         bodies = {
             "mlflow": work / "mlflow.json",
             "oip": work / "oip.json",

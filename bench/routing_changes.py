@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 import httpx
-import pandas as pd
 
-from _common import console, rung_executable, table
+from _common import console, rung_executable, table, trained_project
 from gateway import ROW, free_port, start, stop, wait_ready
 
 TABLES = [
@@ -108,12 +107,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rung-bench-routing-"))
     try:
         with console.status("creating the churn project and two model versions"):
-            subprocess.run([rung, "init", "churn", "--rows", "3000", "--no-git"], cwd=work, check=True, capture_output=True)
-            project = work / "churn"
-            subprocess.run([rung, "run"], cwd=project, check=True, capture_output=True)
-            data = project / "data" / "train.csv"
-            pd.read_csv(data).iloc[::-1].to_csv(data, index=False)
-            subprocess.run([rung, "run"], cwd=project, check=True, capture_output=True)
+            project = trained_project(work, versions=2)
             made = subprocess.run([rung, "token", "create", "--role", "deployer", "--json"], cwd=project, check=True,
                                   capture_output=True, text=True)
             token = json.loads(made.stdout)["token"]

@@ -38,7 +38,7 @@ from rung.serving import auth
 from rung.serving.batching import Runtime
 from rung.serving.loader import InputError, LoadedModel, load_version
 from rung.serving.metrics import GatewayMetrics
-from rung.serving.protocols import check_columns, oip_outputs, parse_mlflow, parse_oip, to_jsonable
+from rung.serving.protocols import check_columns, oip_datatype, oip_outputs, parse_mlflow, parse_oip, to_jsonable
 from rung.serving.routing import RoutingTable, set_routing, single_version
 
 if TYPE_CHECKING:
@@ -411,7 +411,7 @@ def create_app(project: Project) -> Starlette:
             "versions": [str(v) for v in sorted(table.versions)],
             "platform": f"rung-{model.flavor}",
             "inputs": [{"name": c.name, "datatype": _oip_type(c.type), "shape": [-1]} for c in model.columns],
-            "outputs": [{"name": "predict", "datatype": "BYTES" if model.classes and isinstance(model.classes[0], str) else "FP64", "shape": [-1]}]
+            "outputs": [{"name": "predict", "datatype": oip_datatype(model.classes) if model.classes else "FP64", "shape": [-1]}]
             + ([{"name": "proba", "datatype": "FP64", "shape": [-1]}] if model.task == "classification" else []),
             "parameters": {"routing": table.to_dict()},
         })

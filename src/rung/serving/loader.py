@@ -15,7 +15,6 @@ that name the column.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +63,6 @@ class LoadedModel:
     estimator: Any
     path: Path
     classes: list[Any] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def ref(self) -> str:

@@ -171,7 +171,10 @@ def to_jsonable(values: Any) -> list[Any]:
 
 
 def oip_datatype(values: Any) -> str:
-    kind = getattr(getattr(values, "dtype", None), "kind", "O")
+    """The OIP v2 datatype of a numpy array (or of a list, via numpy)."""
+    import numpy as np
+
+    kind = np.asarray(values).dtype.kind if not hasattr(values, "dtype") else values.dtype.kind
     return {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}.get(kind, "BYTES")
 
 
