@@ -48,8 +48,24 @@ def table(title: str, columns: list[str], left: int = 1) -> Table:
     return t
 
 
-def trained_project(work: Path, *, versions: int = 1) -> Path:
-    """``rung init churn`` (3,000 rows) in ``work`` and ``versions`` trained versions (new data order each time)."""
+MODELS = {
+    "boosted": "the template's ColumnTransformer + HistGradientBoostingClassifier (200 trees)",
+    "linear": "ColumnTransformer + LogisticRegression (a light model: server overhead dominates)",
+}
+
+
+LINEAR = """from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+
+    def HistGradientBoostingClassifier(**params):  # noqa: N802 (the template's name, a linear model)
+        return SkPipeline([("impute", SimpleImputer()), ("linear", LogisticRegression(**params))])"""
+
+
+def trained_project(work: Path, *, versions: int = 1, model: str = "boosted") -> Path:
+    """``rung init churn`` (3,000 rows) in ``work`` and ``versions`` trained versions (new data order each time).
+
+    ``model="linear"`` swaps the template's boosted trees for a logistic regression.
+    """
     import subprocess
 
     import pandas as pd
@@ -57,6 +73,13 @@ def trained_project(work: Path, *, versions: int = 1) -> Path:
     rung = rung_executable()
     subprocess.run([rung, "init", "churn", "--rows", "3000", "--no-git"], cwd=work, check=True, capture_output=True)
     project = work / "churn"
+    if model == "linear":
+        code = project / "pipeline.py"
+        code.write_text(code.read_text().replace("from sklearn.ensemble import HistGradientBoostingClassifier", LINEAR))
+        config = project / "rung.yaml"
+        text = config.read_text()
+        start, end = text.index("  params:"), text.index("evaluate:")
+        config.write_text(text[:start] + "  params:\n    max_iter: 1000\n\n" + text[end:])
     for i in range(versions):
         if i:
             data = project / "data" / "train.csv"

@@ -1,8 +1,10 @@
 """Gateway throughput and latency against `mlflow models serve` and a bare Starlette endpoint.
 
-All three serve the same scikit-learn model (the churn template's
-classifier) on loopback, one after the other in one run, loaded by wrk
-with single-row requests:
+All three serve the same scikit-learn classifier on the churn template's
+data (by default a logistic regression behind the template's one-hot
+encoding; ``--model boosted`` for the template's 200 boosted trees) on
+loopback, one after the other in one run, loaded by wrk with single-row
+requests:
 
 * 8 connections (the issue's setting): requests/s and p99 for
   ``mlflow models serve``, the bare endpoint (JSON parse + ``model.predict``)
@@ -10,7 +12,7 @@ with single-row requests:
 * 1,000 connections: the gateway with micro-batching against the bare
   endpoint.
 
-    .venv/bin/python bench/gateway.py [--duration 10] [--check]
+    .venv/bin/python bench/gateway.py [--duration 10] [--model linear|boosted] [--check]
 
 Needs ``wrk`` (Debian package ``wrk``).
 """
@@ -33,7 +35,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import REPO, console, rung_executable, table, trained_project
+from _common import MODELS, REPO, console, rung_executable, table, trained_project
 
 ROW = {"tenure_months": 54, "monthly_charges": 77.73, "contract": "one-year", "region": "north",
        "support_calls": 1, "age": 42, "paperless_billing": "no"}
@@ -99,6 +101,9 @@ def stop(process: subprocess.Popen) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--model", choices=sorted(MODELS), default="linear",
+                        help="linear: a light scikit-learn classifier (default); boosted: the template's trees")
+    parser.add_argument("--workers", type=int, default=None, help="serve.workers for rung (worker processes per version)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -110,7 +115,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rung-bench-gateway-"))
     try:
         with console.status("creating and training the churn project"):
-            project = trained_project(work)
+            project = trained_project(work, model=args.model)
+            if args.workers:
+                with (project / "rung.yaml").open("a") as config:
+                    config.write(f"\nserve:\n  workers: {args.workers}\n")
         bodies = {
             "mlflow": work / "mlflow.json",
             "oip": work / "oip.json",
@@ -152,8 +160,8 @@ def main() -> None:
     mlflow_rps = results["mlflow models serve · 8 conn"]["rps"]
     bare8 = results["bare Starlette + predict · 8 conn"]["rps"]
     bare1000 = results["bare Starlette + predict · 1000 conn"]["rps"]
-    out = table("Gateway vs. mlflow models serve vs. bare Starlette (single-row requests, wrk on loopback)",
-                ["server · load", "req/s", "p99", "failed", "× mlflow", "× bare"])
+    out = table(f"Gateway vs. mlflow models serve vs. bare Starlette (single-row requests, wrk on loopback)\n"
+                f"model: {MODELS[args.model]}", ["server · load", "req/s", "p99", "failed", "× mlflow", "× bare"])
     for label, r in results.items():
         bare = bare1000 if "1000" in label else bare8
         out.add_row(label, f"{r['rps']:,.0f}", f"{r['p99_ms']:.1f} ms", str(int(r["failed"])),

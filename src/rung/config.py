@@ -190,6 +190,10 @@ class ServeSettings(_Section):
     # Threads each predict call may use (OpenMP/BLAS). One is right for a gateway: concurrency
     # comes from batching, and on a small machine multi-threaded predict of a few rows is slower.
     model_threads: int = Field(default=1, ge=1, le=256)
+    # process: each loaded version predicts in a worker process of its own, so a model's Python
+    # work never holds the gateway's GIL; thread: in a thread of the gateway (less memory).
+    isolation: Literal["process", "thread"] = "process"
+    workers: int = Field(default=1, ge=1, le=64)  # worker processes per loaded version (isolation: process)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
 
 

@@ -311,6 +311,35 @@ def test_fuzzed_requests_never_get_a_server_error(served: Served) -> None:
     assert served.http.get("/v2/health/ready").status_code == 200
 
 
+def _model_workers(gateway_pid: int) -> list:
+    import psutil
+
+    family = psutil.Process(gateway_pid).children(recursive=True)
+    servers = [p for p in family if "forkserver" in " ".join(p.cmdline())]
+    return [p for p in family if servers and p.ppid() == servers[0].pid]
+
+
+def test_a_killed_model_worker_costs_a_retry_not_the_gateway(served: Served) -> None:
+    """Each version predicts in a process of its own; kill -9 of one is a 503 at worst, then it is back."""
+    workers = _model_workers(served.process.pid)
+    assert workers, "no model worker process under the gateway (serve.isolation defaults to process)"
+    for worker in workers:
+        worker.kill()
+    statuses = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        response = served.http.post("/invocations", json={"dataframe_records": [ROW]})
+        statuses.append(response.status_code)
+        assert response.status_code in (200, 503), response.text
+        if response.status_code == 503:
+            assert "retry" in response.json()["error"]
+        if statuses[-5:] == [200] * 5:
+            break
+    assert statuses[-5:] == [200] * 5, statuses
+    assert statuses.count(503) <= len(workers)
+    assert {p.pid for p in _model_workers(served.process.pid)}.isdisjoint({w.pid for w in workers})
+
+
 def test_sigterm_drains_and_exits(served: Served) -> None:
     """Requests keep coming while SIGTERM arrives: each is refused or fully answered, never cut off."""
     outcomes: list[str] = []

@@ -36,8 +36,9 @@ from rung import __version__
 from rung.errors import AuthError, ConfigError, NotFound, RungError, StaleRoute
 from rung.serving import auth
 from rung.serving.batching import Runtime
-from rung.serving.loader import InputError, LoadedModel, load_version
+from rung.serving.loader import InputError, load_version
 from rung.serving.metrics import GatewayMetrics
+from rung.serving.worker import ModelWorker, WorkerDied
 from rung.serving.protocols import check_columns, oip_datatype, oip_outputs, parse_mlflow, parse_oip, to_jsonable
 from rung.serving.routing import RoutingTable, set_routing, single_version
 
@@ -130,8 +131,7 @@ class Gateway:
                 table = RoutingTable.from_record(record)
                 for version in sorted(table.versions):
                     if (model, version) not in self.runtimes:
-                        loaded = await asyncio.to_thread(self._load, model, version)
-                        self.runtimes[(model, version)] = self._runtime(loaded)
+                        self.runtimes[(model, version)] = await asyncio.to_thread(self._load, model, version)
             except RungError as exc:
                 # Keep serving the last good table; try again only when the table changes.
                 self.rejected[model] = revision
@@ -141,29 +141,39 @@ class Gateway:
                 continue
             self.tables[model] = table  # the swap: one assignment
             self.metrics.routing_revision.labels(model).set(table.revision)
+            if current is not None and table.updated_at is not None:
+                lag = max(0.0, time.time() - table.updated_at.timestamp())
+                self.metrics.routing_lag.labels(model).observe(lag)
         self._unload_unused()
 
-    def _load(self, model: str, version: int) -> LoadedModel:
+    def _load(self, model: str, version: int) -> Runtime:
+        """Download, verify and load a version, start its worker, warm it up (off the event loop)."""
         record = self.store.get_model_version(model, version)
         if record is None:
             raise ConfigError(f"routing table of {model} names version {version}, which is not registered")
         loaded = load_version(self.project, record)
-        # one warm-up call so the first real request does not pay for lazy initialisation
-        with contextlib.suppress(Exception):
-            if loaded.columns:
-                loaded.predict(_example_frame(loaded))
-        return loaded
-
-    def _runtime(self, loaded: LoadedModel) -> Runtime:
+        workers: list[ModelWorker] = []
+        if self.settings.isolation == "process":
+            try:
+                for _ in range(self.settings.workers):
+                    workers.append(ModelWorker(loaded, threads=self.settings.model_threads))
+            except Exception as exc:  # e.g. a pyfunc model that cannot be pickled: predict in a thread instead
+                for worker in workers:
+                    worker.close()
+                workers = []
+                log.warning("%s predicts in a thread of the gateway: no worker process (%s)", loaded.ref, exc)
         batching = self.settings.batching
-        return Runtime(
+        runtime = Runtime(
             loaded,
+            workers=workers,
             max_batch_size=batching.max_batch_size,
             max_wait_ms=batching.max_wait_ms,
             batching=batching.enabled,
             threads=self.settings.model_threads,
             on_batch=lambda m, rows: self.metrics.batch_rows.labels(m.name, str(m.version)).observe(rows),
         )
+        runtime.warm_up()
+        return runtime
 
     def _unload_unused(self) -> None:
         """Unload versions no table needs after a grace period.
@@ -263,12 +273,6 @@ class Gateway:
         return record.id
 
 
-def _example_frame(model: LoadedModel) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame({c.name: [0.0 if c.numeric else ""] for c in model.columns})
-
-
 # -- HTTP -------------------------------------------------------------------------------------
 
 
@@ -350,12 +354,16 @@ def create_app(project: Project) -> Starlette:
         except AuthError as exc:
             gateway.metrics.errors.labels(str(exc.status)).inc()
             return _error(exc.status, str(exc), "authorization", request_id)
+        except WorkerDied as exc:  # not the input's fault: the worker is being restarted, try again
+            gateway.metrics.errors.labels("503").inc()
+            return _error(503, f"{exc}; a new one is starting, retry the request", None, request_id)
         except Exception as exc:  # the model raised: this request fails, the gateway lives on
             log.exception("prediction failed for %s", model_name)
             gateway.metrics.errors.labels("500").inc()
             return _error(500, f"the model failed on this input: {type(exc).__name__}: {exc}", None, request_id)
         model = runtime.model
-        headers = {"x-request-id": request_id, "x-rung-model-version": str(model.version), "x-rung-variant": variant}
+        headers = {"x-request-id": request_id, "x-rung-model-version": str(model.version), "x-rung-variant": variant,
+                   "x-rung-routing-revision": str(table.revision)}
         if protocol == "oip":
             body_out: dict[str, Any] = {
                 "model_name": model.name,

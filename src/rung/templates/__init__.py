@@ -172,7 +172,9 @@ def test_unseen_category_does_not_break_scoring(frame):
 '''
 
 QUALITY = {
-    "classification": "accuracy = (model.predict(X) == y).mean()\n    assert accuracy > max(y.mean(), 1 - y.mean())",
+    # Ranking, not accuracy: on a few hundred imbalanced rows accuracy can tie the majority class by chance.
+    "classification": "from sklearn.metrics import roc_auc_score\n\n    auc = roc_auc_score(y, model.predict_proba(X)[:, 1])\n"
+                      "    assert auc > 0.6, f\"AUC {auc:.3f}: no better than a constant guess (0.5)\"",
     "regression": "error = (model.predict(X) - y).abs().mean()\n    assert error < (y - y.mean()).abs().mean()",
 }
 

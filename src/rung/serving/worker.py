@@ -1,0 +1,126 @@
+"""A model version in a process of its own, so predict never holds the gateway's GIL.
+
+A scikit-learn pipeline on a pandas frame spends most of a predict call in
+Python (column selection, validation, encoders): in a thread it holds the
+GIL, and the event loop (parsing, routing, answering, metrics) waits for
+it. In a worker process the loop and the model run on two cores, and a
+shadow version's work no longer slows the primary's answers. Measured in
+``bench/gateway.py``: see docs/benchmarks.md.
+
+The worker gets the model already loaded and verified by the gateway
+(pickled over a private pipe, never read from anywhere else), predicts
+batches of plain columns and sends back the outputs. It exits when the
+gateway closes the pipe, or dies with it (end of file on the pipe).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from rung.serving.loader import LoadedModel
+from rung.serving.protocols import Columns
+
+__all__ = ["ModelWorker", "WorkerDied"]
+
+log = logging.getLogger(__name__)
+
+
+class WorkerDied(RuntimeError):
+    """The model's process ended while predicting (killed, out of memory, a crash in native code)."""
+
+
+class ModelWorker:
+    """Predicts in a child process; call it from one thread at a time (the version's prediction thread)."""
+
+    def __init__(self, model: LoadedModel, threads: int = 1) -> None:
+        self.model = model
+        self.threads = threads
+        self._payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)  # raises if the model cannot travel
+        self._lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
+        context = _context()
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, list(sys.path), self.threads),
+                                        name=f"rung-model-{self.model.ref}", daemon=True)
+        self._process.start()
+        child.close()
+        self._conn.send_bytes(self._payload)
+        status, detail = pickle.loads(self._conn.recv_bytes())
+        if status != "ready":
+            self.close()
+            raise detail
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def __call__(self, columns: Columns) -> dict[str, Any]:
+        with self._lock:
+            try:
+                self._conn.send_bytes(pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL))
+                status, result = pickle.loads(self._conn.recv_bytes())
+            except (EOFError, OSError) as exc:
+                code = self._process.exitcode
+                log.error("model worker of %s died (exit code %s); starting a new one", self.model.ref, code)
+                self._process.join(timeout=1)
+                self._start()
+                raise WorkerDied(f"the process of {self.model.ref} died while predicting (exit code {code})") from exc
+        if status == "error":
+            raise result
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()  # the worker reads end of file and exits
+            self._process.join(timeout=5)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(timeout=5)
+
+
+def _context() -> Any:
+    # Never fork the gateway itself: it holds threads (uvloop, prediction threads).
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        # Imported once in the fork server: a new worker starts in tens of milliseconds, not seconds.
+        context.set_forkserver_preload(["rung.serving.worker", "rung.serving.batching", "pandas", "sklearn.pipeline",
+                                        "sklearn.compose", "sklearn.preprocessing", "sklearn.ensemble", "sklearn.linear_model"])
+    return context
+
+
+def _serve(conn: Connection, path: list[str], threads: int) -> None:
+    """The worker's loop: the model, then batches until the pipe closes."""
+    sys.path[:0] = [entry for entry in path if entry not in sys.path]
+    from threadpoolctl import threadpool_limits
+
+    from rung.serving.batching import predict_columns
+
+    threadpool_limits(threads)
+    try:
+        model = pickle.loads(conn.recv_bytes())  # from our own parent, over a private pipe: not user data
+    except Exception as exc:
+        conn.send_bytes(pickle.dumps(("failed", RuntimeError(f"could not receive the model: {exc}"))))
+        return
+    conn.send_bytes(pickle.dumps(("ready", None)))
+    while True:
+        try:
+            columns = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        try:
+            reply = ("ok", predict_columns(model, columns))
+        except Exception as exc:
+            reply = ("error", exc)
+        try:
+            conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception:  # an exception that does not pickle still reaches the caller, as text
+            conn.send_bytes(pickle.dumps(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}"))))
