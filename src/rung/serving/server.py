@@ -7,6 +7,7 @@ then the process exits.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from rung.project import Project
 
 __all__ = ["run_gateway"]
+
+ACCEPTED_GRACE_S = 0.3
 
 
 def run_gateway(project: Project, *, host: str | None = None, port: int | None = None, graceful_s: float = 30.0) -> None:
@@ -44,6 +47,15 @@ def run_gateway(project: Project, *, host: str | None = None, port: int | None =
         def handle_exit(self, sig: int, frame: Any) -> None:
             gateway.draining = True  # readiness goes false before anything else
             super().handle_exit(sig, frame)
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            # Stop accepting, then give connections accepted a moment ago the time to have their
+            # request read: uvicorn closes a connection with no request under way at once, and a
+            # request still unread in the socket's buffer would be answered by a reset.
+            for listener in self.servers:
+                listener.close()
+            await asyncio.sleep(ACCEPTED_GRACE_S)
+            await super().shutdown(sockets)
 
     server = _Server(config)
     print(f"rung gateway on http://{config.host}:{config.port} (OIP v2 under /v2, MLflow scoring under /invocations; /metrics, /openapi.json)", flush=True)
