@@ -148,3 +148,11 @@ class AuthError(RungError):
 
 class StaleRoute(RungError):
     """A routing table changed between reading and writing it; read it again."""
+
+
+class DeployRefused(RungError):
+    """A deploy, rollback or approval that cannot happen as asked (uncertified, nothing to roll back, ...)."""
+
+
+class StaleDeployment(RungError):
+    """A rollout changed since it was read (another controller or a user moved it); read it again."""

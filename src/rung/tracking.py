@@ -320,6 +320,12 @@ class Tracking:
         except Exception as exc:
             raise TrackingError(f"cannot set @{alias} on {name}:{version} in MLflow at {self.uri}: {str(exc).splitlines()[0]}") from exc
 
+    def delete_alias(self, name: str, alias: str) -> None:
+        try:
+            self._client().delete_registered_model_alias(name, alias)
+        except Exception as exc:
+            raise TrackingError(f"cannot remove @{alias} from {name} in MLflow at {self.uri}: {str(exc).splitlines()[0]}") from exc
+
     def delete_version(self, name: str, version: int) -> None:
         """Undo a registration whose lineage could not be recorded."""
         with contextlib.suppress(Exception):

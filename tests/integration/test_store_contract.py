@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rung.errors import RunNotFound
-from rung.store import MetadataStore, ModelVersionRecord, PipelineRun
+from rung.errors import RunNotFound, StaleDeployment
+from rung.store import Deployment, MetadataStore, ModelVersionRecord, PipelineRun
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -76,3 +76,44 @@ def test_reopening_does_not_migrate_twice(store: MetadataStore) -> None:
     again = MetadataStore(store.url)
     assert again.list_runs() == []
     again.close()
+
+
+def _deployment(deployment_id: str, at: datetime = NOW) -> Deployment:
+    return Deployment(id=deployment_id, model="churn", version=2, baseline=1, strategy="canary", state="running", step=0,
+                      step_started_at=at, extensions=0, plan={"outcome": "accuracy"}, evidence={}, forced=False,
+                      created_at=at, updated_at=at, created_by="test", reason=None, revision=1)
+
+
+def _event(kind: str = "rollout") -> dict:
+    return {"kind": kind, "actor": "test", "subject": "churn", "data": {"why": "test"}, "time": NOW}
+
+
+def test_rollouts_move_by_compare_and_set_and_a_deploy_supersedes(store: MetadataStore) -> None:
+    store.create_deployment(_deployment("d1"), event=_event("deploy"))
+    moved = store.transition("d1", 1, {"step": 1}, _event())
+    assert moved.step == 1 and moved.revision == 2
+    with pytest.raises(StaleDeployment):
+        store.transition("d1", 1, {"state": "promoted"}, _event())  # a second actor with an old read changes nothing
+    assert store.deployment("d1").state == "running"
+    ended = store.create_deployment(_deployment("d2"), event=_event("deploy"), superseded_event=_event())
+    assert [d.id for d in ended] == ["d1"]
+    assert store.deployment("d1").state == "superseded"
+    assert [d.id for d in store.deployments("churn", active=True)] == ["d2"]
+    kinds = [e.kind for e in store.events(subject="churn")]
+    assert kinds == ["deploy", "rollout", "rollout", "deploy"]
+
+
+def test_request_log_feedback_and_lease(store: MetadataStore) -> None:
+    rows = [{"request_id": f"r{i}", "time": NOW, "model": "churn", "version": 1 + i % 2, "variant": "x", "shadow": False,
+             "status": 200, "latency_ms": 3.0, "prediction": "1", "score": 0.7} for i in range(4)]
+    store.log_requests(rows)
+    outcome = store.add_feedback([("r0", 1.0), ("r0", 1.0), ("r1", 0.0), ("zz", 1.0)], source="t", time=NOW)
+    assert outcome == {"accepted": ["r0", "r1"], "duplicate": ["r0"], "conflict": [], "unknown": ["zz"]}
+    assert store.add_feedback([("r1", 1.0)], source="t", time=NOW)["conflict"] == ["r1"]
+    window = store.request_window("churn", NOW, NOW.replace(minute=1))
+    assert sorted((r["request_id"], r["value"]) for r in window) == [("r0", 1.0), ("r1", 0.0), ("r2", None), ("r3", None)]
+    assert store.served("r1")[0]["feedback"] == 0.0
+    assert store.acquire_lease("controller", "a", now=NOW, ttl_s=10)
+    assert not store.acquire_lease("controller", "b", now=NOW.replace(second=5), ttl_s=10)
+    assert store.acquire_lease("controller", "a", now=NOW.replace(second=5), ttl_s=10)  # renewal
+    assert store.acquire_lease("controller", "b", now=NOW.replace(second=16), ttl_s=10)  # expired: taken over

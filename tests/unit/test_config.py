@@ -310,3 +310,12 @@ def test_pipeline_fingerprint_ignores_where_things_run_but_not_what_they_compute
     assert elsewhere == base
     changed = load_settings(write(tmp_path, "name: x\ntrain: {params: {C: 2.0}}\n")).pipeline_fingerprint()
     assert changed != base
+
+
+def test_canary_steps_are_checked_and_end_at_100() -> None:
+    from rung.config import CanarySettings
+
+    assert CanarySettings(steps=[5, 50]).steps == [5.0, 50.0, 100.0]
+    for bad in ([100], [50, 25], [], [0, 50], [5, 5, 100]):
+        with pytest.raises(ValueError, match="increasing percentages"):
+            CanarySettings(steps=bad)

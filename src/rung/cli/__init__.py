@@ -12,6 +12,7 @@ import sys
 import typer
 
 from rung.cli import certify as _certify
+from rung.cli import deliver as _deliver
 from rung.cli import models as _models
 from rung.cli import project as _project
 from rung.cli import serve as _serve
@@ -40,6 +41,7 @@ _project.register(app)
 _models.register(app)
 _certify.register(app)
 _serve.register(app)
+_deliver.register(app)
 
 
 def main() -> None:

@@ -33,11 +33,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rung import __version__
-from rung.errors import AuthError, ConfigError, NotFound, RungError, StaleRoute
+from rung.errors import AuthError, ConfigError, DeployRefused, NotFound, RungError, StaleDeployment, StaleRoute
 from rung.serving import auth
 from rung.serving.batching import Runtime
-from rung.serving.loader import InputError, load_version
+from rung.serving.control import control_routes
+from rung.serving.loader import InputError, LoadedModel, load_version
 from rung.serving.metrics import GatewayMetrics
+from rung.serving.requestlog import RequestLog
 from rung.serving.worker import ModelWorker, WorkerDied
 from rung.serving.protocols import check_columns, oip_datatype, oip_outputs, parse_mlflow, parse_oip, to_jsonable
 from rung.serving.routing import RoutingTable, set_routing, single_version
@@ -78,12 +80,14 @@ class Gateway:
         self.max_body = int(self.settings.max_body_mb * 1024 * 1024)
         self._refresh_task: asyncio.Task[None] | None = None
         self._token_cache: dict[str, tuple[float, str]] = {}
+        self.requests = RequestLog(self.store, on_drop=lambda n: self.metrics.log_dropped.inc(n))
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self._ensure_default_route)
         await self.refresh()
+        self.requests.start()
         self.ready = True
         self._refresh_task = asyncio.create_task(self._refresh_forever())
 
@@ -95,6 +99,7 @@ class Gateway:
                 await self._refresh_task
         for runtime in self.runtimes.values():
             runtime.close()
+        await asyncio.to_thread(self.requests.stop)  # flush what is queued
 
     def _ensure_default_route(self) -> None:
         """A project model without a routing table is served by its ``champion``."""
@@ -232,7 +237,7 @@ class Gateway:
         runtime = self.pinned(model, version) if version is not None else self.primary(model)[0]
         return runtime.model.columns
 
-    def shadow(self, table: RoutingTable, columns: dict[str, list[Any]], rows: int, answer: dict[str, Any]) -> None:
+    def shadow(self, table: RoutingTable, columns: dict[str, list[Any]], rows: int, answer: dict[str, Any], request_id: str) -> None:
         """Send a copy to the table's shadows; never awaited by the request."""
         for target in table.shadows:
             runtime = self.runtimes.get((table.model, target.version))
@@ -242,10 +247,13 @@ class Gateway:
                 self.metrics.shadow.labels(table.model, str(target.version), "dropped").inc()
                 continue
             self.shadow_pending += 1
-            asyncio.get_running_loop().create_task(self._shadow_one(runtime, columns, rows, answer))
+            asyncio.get_running_loop().create_task(self._shadow_one(runtime, target.name, columns, rows, answer, request_id))
 
-    async def _shadow_one(self, runtime: Runtime, raw: dict[str, list[Any]], rows: int, answer: dict[str, Any]) -> None:
+    async def _shadow_one(self, runtime: Runtime, variant: str, raw: dict[str, list[Any]], rows: int, answer: dict[str, Any],
+                          request_id: str) -> None:
         model = runtime.model
+        started = time.perf_counter()
+        outputs: dict[str, Any] | None = None
         try:
             columns = check_columns(_without_key(raw, runtime, self.settings.key_field), model.columns)
             outputs = await runtime.predict(columns, rows)
@@ -256,6 +264,20 @@ class Gateway:
         finally:
             self.shadow_pending -= 1
         self.metrics.shadow.labels(model.name, str(model.version), outcome).inc()
+        self.log(request_id, model, variant, 500 if outputs is None else 200, time.perf_counter() - started, outputs, shadow=True)
+
+    def log(self, request_id: str, model: LoadedModel, variant: str, status: int, seconds: float,
+            outputs: dict[str, Any] | None, *, shadow: bool = False) -> None:
+        """One request-log record: the first row's prediction and score stand for the request."""
+        prediction = score = None
+        if outputs is not None:
+            prediction = to_jsonable(outputs["predict"][:1])[0] if len(outputs["predict"]) else None
+            if "proba" in outputs and len(outputs["proba"]):
+                score = float(outputs["proba"][0])
+            elif isinstance(prediction, (int, float)):
+                score = float(prediction)
+        self.requests.record(request_id, model.name, model.version, variant, status=status, latency_s=seconds,
+                             prediction=prediction, score=score, shadow=shadow)
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -342,9 +364,13 @@ def create_app(project: Project) -> Starlette:
                 key = str(raw[settings.key_field][0])
             runtime, variant, table = gateway.pick(model_name, version, key)
             columns = check_columns(_without_key(raw, runtime, settings.key_field), runtime.model.columns)
-            outputs = await runtime.predict(columns, rows)
+            try:
+                outputs = await runtime.predict(columns, rows)
+            except Exception:
+                gateway.log(request_id, runtime.model, variant, 500, time.perf_counter() - started, None)
+                raise
             if table.shadows:
-                gateway.shadow(table, raw, rows, outputs)
+                gateway.shadow(table, raw, rows, outputs, request_id)
         except HTTPError as exc:
             gateway.metrics.errors.labels(str(exc.status)).inc()
             return _error(exc.status, exc.message, exc.field, request_id)
@@ -379,7 +405,9 @@ def create_app(project: Project) -> Starlette:
             }
             if "proba" in outputs:
                 body_out["probabilities"] = to_jsonable(outputs["proba"])
-        gateway.metrics.observe(model.name, model.version, variant, protocol, 200, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        gateway.metrics.observe(model.name, model.version, variant, protocol, 200, elapsed)
+        gateway.log(request_id, model, variant, 200, elapsed, outputs)
         return _json(body_out, headers=headers)
 
     def endpoint(protocol: str) -> Any:
@@ -454,6 +482,8 @@ def create_app(project: Project) -> Starlette:
             return _error(exc.status, exc.message, exc.field)
         except StaleRoute as exc:
             return _error(409, str(exc), "expected_revision")
+        except (DeployRefused, StaleDeployment) as exc:
+            return _error(409, str(exc), "version")
         except ConfigError as exc:
             message = str(exc)
             return _error(422, message, message.split(":")[0])
@@ -520,6 +550,7 @@ def create_app(project: Project) -> Starlette:
         Route("/api/routes", guarded("viewer", list_routes), methods=["GET"]),
         Route("/api/routes/{name}", guarded("viewer", get_route), methods=["GET"]),
         Route("/api/routes/{name}", guarded("deployer", put_route), methods=["PUT"]),
+        *control_routes(gateway, guarded),
     ]
 
     @contextlib.asynccontextmanager

@@ -41,6 +41,8 @@ class GatewayMetrics:
         )
         self.errors = Counter("rung_request_errors", "Rejected requests by status", ["status"], registry=self.registry)
         self.routing_revision = Gauge("rung_routing_revision", "Routing table revision in effect", ["model"], registry=self.registry)
+        self.log_dropped = Counter("rung_request_log_dropped", "Request-log records dropped (queue full or store away)",
+                                   registry=self.registry)
         self.routing_lag = Histogram(
             "rung_routing_swap_lag_seconds", "From a routing table's commit in the store to its swap into this gateway",
             ["model"], buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 30.0), registry=self.registry,

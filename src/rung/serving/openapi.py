@@ -83,6 +83,26 @@ SCHEMAS: dict[str, Any] = {
             "expected_revision": {"type": "integer"},
         },
     },
+    "FeedbackItem": {
+        "type": "object",
+        "required": ["request_id", "value"],
+        "properties": {"request_id": {"type": "string"}, "value": {"type": "number"}},
+    },
+    "Feedback": {
+        "oneOf": [
+            {"$ref": "#/components/schemas/FeedbackItem"},
+            {"type": "object", "required": ["feedback"],
+             "properties": {"feedback": {"type": "array", "items": {"$ref": "#/components/schemas/FeedbackItem"}}}},
+        ],
+    },
+    "Deploy": {
+        "type": "object",
+        "required": ["model", "version"],
+        "properties": {
+            "model": {"type": "string"}, "version": {"type": "integer", "minimum": 1},
+            "strategy": {"enum": ["direct", "canary", "ab", "shadow"]}, "force": {"type": "boolean"}, "reason": {"type": "string"},
+        },
+    },
     "RoutingTable": {"type": "object", "properties": {"model": {"type": "string"}, "revision": {"type": "integer"}, "variants": {"type": "array"}, "shadows": {"type": "array"}}},
 }
 
@@ -116,6 +136,11 @@ def _predict(summary: str, params: list[dict[str, Any]], request: str, response:
     }
 
 
+def _action(summary: str) -> dict[str, Any]:
+    return {"summary": f"{summary} (deployer role)", "security": [{"token": []}], "parameters": [NAME],
+            "responses": {**_ok(), **{code: ERROR for code in ("400", "401", "403", "404", "409")}}}
+
+
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     paths: dict[str, Any] = {
@@ -144,6 +169,25 @@ def document() -> dict[str, Any]:
                 "responses": {**_ok("RoutingTable"), **{code: ERROR for code in ("400", "401", "403", "404", "409", "413", "415", "422")}},
             },
         },
+        "/v2/feedback": {
+            "post": {
+                "summary": "Ground truth or reward for earlier requests, by request id",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Feedback"}}}},
+                "responses": {**_ok(), **{code: ERROR for code in ("400", "404", "409", "413", "415", "422")}},
+            },
+        },
+        "/api/deployments": {
+            "get": _get("Rollouts, newest first (optional ?model=NAME)", secured=True),
+            "post": {
+                "summary": "Deploy a certified version with a strategy (deployer role)",
+                "security": [{"token": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Deploy"}}}},
+                "responses": {"201": {"description": "the rollout"},
+                              **{code: ERROR for code in ("400", "401", "403", "404", "409", "413", "415", "422")}},
+            },
+        },
+        "/api/deployments/{name}/rollback": {"post": _action("Roll back: all traffic to the previous champion")},
+        "/api/deployments/{name}/approve": {"post": _action("Approve a rollout waiting for approval")},
     }
     return {
         "openapi": "3.1.0",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["PipelineRun", "StepRun", "ModelVersionRecord", "Event", "RouteRecord", "TokenRecord"]
+__all__ = ["PipelineRun", "StepRun", "ModelVersionRecord", "Event", "RouteRecord", "TokenRecord", "Deployment"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,37 @@ class TokenRecord:
     sha256: str
     created_at: datetime
     revoked_at: datetime | None = None
+
+
+ACTIVE_STATES = ("running", "awaiting_approval")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A rollout of ``version`` of ``model`` against ``baseline`` (the champion when it began)."""
+
+    id: str
+    model: str
+    version: int
+    baseline: int | None
+    strategy: str
+    state: str  # running | awaiting_approval | promoted | rolled_back | superseded
+    step: int
+    step_started_at: datetime
+    extensions: int
+    plan: dict[str, Any]
+    evidence: dict[str, Any]
+    forced: bool
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+    reason: str | None
+    revision: int
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}:{self.version}"

@@ -22,9 +22,10 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["metadata", "pipeline_runs", "step_runs", "cache_entries", "model_versions", "events", "routes", "api_tokens", "HEAD"]
+__all__ = ["metadata", "pipeline_runs", "step_runs", "cache_entries", "model_versions", "events", "routes", "api_tokens",
+           "deployments", "requests", "feedback", "leases", "HEAD"]
 
-HEAD = "0002"
+HEAD = "0003"
 
 metadata = MetaData()
 
@@ -132,4 +133,69 @@ api_tokens = Table(
     Column("sha256", String(64), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+)
+
+# A rollout: the desired state the controller reconciles. ``revision`` makes
+# every transition a compare-and-set, so two actors never both move it.
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("baseline", Integer),  # the champion when the rollout began
+    Column("strategy", String(20), nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("step_started_at", DateTime(timezone=True), nullable=False),
+    Column("extensions", Integer, nullable=False),
+    Column("plan", JSON, nullable=False),
+    Column("evidence", JSON, nullable=False),
+    Column("forced", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("reason", Text),
+    Column("revision", Integer, nullable=False),
+    Index("ix_deployments_model_state", "model", "state"),
+)
+
+# The gateway's request log (lean: what the controller judges and what
+# ``rung history`` answers), written in batches off the request path.
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(128), nullable=False),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("variant", String(64), nullable=False),
+    Column("shadow", Boolean, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("prediction", String(200)),
+    Column("score", Float),
+    Index("ix_requests_model_time", "model", "time"),
+    Index("ix_requests_request_id", "request_id"),
+)
+
+# Ground truth or reward for a request, arriving any time after it.
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("model", String(200), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("source", String(200), nullable=False),
+)
+
+# Leader election: one controller acts at a time.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(100), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )

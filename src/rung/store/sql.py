@@ -10,6 +10,7 @@ retry covers the rest. Migrations run on open, serialised between processes
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import tempfile
 import time
@@ -24,9 +25,9 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from rung.errors import RunNotFound, StoreError, StaleRoute
+from rung.errors import RunNotFound, StaleDeployment, StaleRoute, StoreError
 from rung.store import schema
-from rung.store.records import Event, ModelVersionRecord, PipelineRun, RouteRecord, StepRun, TokenRecord
+from rung.store.records import ACTIVE_STATES, Deployment, Event, ModelVersionRecord, PipelineRun, RouteRecord, StepRun, TokenRecord
 
 __all__ = ["MetadataStore", "normalise_url"]
 
@@ -434,3 +435,178 @@ class MetadataStore:
         data["created_at"] = _utc(data["created_at"])
         data["revoked_at"] = _utc(data["revoked_at"])
         return TokenRecord(**data)
+
+    # -- deployments (rollouts) ----------------------------------------------------------------
+
+    def create_deployment(self, record: Deployment, *, event: dict[str, Any], superseded_event: dict[str, Any] | None = None) -> list[Deployment]:
+        """Insert a rollout and its event; active rollouts of the same model end as ``superseded``, in the same transaction.
+
+        Returns the rollouts it superseded.
+        """
+        table = schema.deployments
+
+        def write(conn: Connection) -> list[Deployment]:
+            active = conn.execute(
+                table.select().where(table.c.model == record.model, table.c.state.in_(ACTIVE_STATES)).with_for_update()
+            ).all()
+            ended = []
+            for row in active:
+                old = self._deployment(row)
+                conn.execute(table.update().where(table.c.id == old.id).values(
+                    state="superseded", updated_at=record.created_at, revision=old.revision + 1))
+                ended.append(old)
+                if superseded_event is not None:
+                    data = superseded_event["data"] | {"deployment": old.id, "version": old.version, "by": record.id}
+                    self._insert_event(conn, superseded_event | {"data": data, "subject": record.model})
+            conn.execute(table.insert().values(**_fields(record)))
+            self._insert_event(conn, event)
+            return ended
+
+        return self._retry(write)
+
+    def transition(self, deployment_id: str, expected_revision: int, changes: dict[str, Any],
+                   event: dict[str, Any] | None) -> Deployment:
+        """Move a rollout (compare-and-set on its revision) and record why, in one transaction."""
+        table = schema.deployments
+
+        def write(conn: Connection) -> Deployment:
+            row = conn.execute(table.select().where(table.c.id == deployment_id).with_for_update()).first()
+            if row is None or row.revision != expected_revision:
+                raise StaleDeployment(f"rollout {deployment_id} changed meanwhile; read it again")
+            values = changes | {"revision": expected_revision + 1}
+            conn.execute(table.update().where(table.c.id == deployment_id).values(**values))
+            if event is not None:
+                self._insert_event(conn, event)
+            return dataclasses.replace(self._deployment(row), **values)
+
+        return self._retry(write)
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        table = schema.deployments
+        with self.engine.connect() as conn:
+            row = conn.execute(table.select().where(table.c.id == deployment_id)).first()
+        return self._deployment(row) if row else None
+
+    def deployments(self, model: str | None = None, *, active: bool = False, limit: int = 100) -> list[Deployment]:
+        """Newest first."""
+        table = schema.deployments
+        query = table.select().order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
+        if model:
+            query = query.where(table.c.model == model)
+        if active:
+            query = query.where(table.c.state.in_(ACTIVE_STATES))
+        with self.engine.connect() as conn:
+            return [self._deployment(row) for row in conn.execute(query)]
+
+    @staticmethod
+    def _deployment(row: Any) -> Deployment:
+        data = dict(row._mapping)
+        for key in ("step_started_at", "created_at", "updated_at"):
+            data[key] = _utc(data[key])
+        return Deployment(**data)
+
+    @staticmethod
+    def _insert_event(conn: Connection, event: dict[str, Any]) -> None:
+        conn.execute(schema.events.insert().values(
+            kind=event["kind"], actor=event["actor"], subject=event["subject"], data=event["data"], time=event["time"]))
+
+    # -- request log and feedback -----------------------------------------------------------
+
+    def log_requests(self, rows: list[dict[str, Any]]) -> None:
+        """Append request records (one executemany)."""
+        if rows:
+            self._retry(lambda c: c.execute(schema.requests.insert(), rows))
+
+    def request_window(self, model: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """Requests of ``model`` in ``[since, until)``, each with its feedback ``value`` (or None)."""
+        r, f = schema.requests, schema.feedback
+        query = (
+            sa.select(r.c.request_id, r.c.time, r.c.version, r.c.variant, r.c.shadow, r.c.status, r.c.latency_ms,
+                      r.c.prediction, r.c.score, f.c.value)
+            .select_from(r.outerjoin(f, r.c.request_id == f.c.request_id))
+            .where(r.c.model == model, r.c.time >= since, r.c.time < until)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def served(self, request_id: str) -> list[dict[str, Any]]:
+        """Who answered a request (and who saw it as a shadow), with its feedback."""
+        r, f = schema.requests, schema.feedback
+        query = (
+            sa.select(r, f.c.value.label("feedback"))
+            .select_from(r.outerjoin(f, r.c.request_id == f.c.request_id))
+            .where(r.c.request_id == request_id)
+            .order_by(r.c.shadow, r.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+        for row in rows:
+            row["time"] = _utc(row["time"])
+        return rows
+
+    def add_feedback(self, items: list[tuple[str, float]], *, source: str, time: datetime) -> dict[str, list[str]]:
+        """Record feedback; ``{"accepted"|"duplicate"|"conflict"|"unknown": [request ids]}``.
+
+        Idempotent: the same value again is a duplicate and changes nothing; a
+        different value for a request that has feedback is a conflict and is
+        refused (the first word stands). Unknown request ids are refused.
+        """
+        r, f = schema.requests, schema.feedback
+
+        def write(conn: Connection) -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {"accepted": [], "duplicate": [], "conflict": [], "unknown": []}
+            ids = list({request_id for request_id, _ in items})
+            models: dict[str, str] = {}
+            existing: dict[str, float] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                models.update(conn.execute(sa.select(r.c.request_id, r.c.model).where(
+                    r.c.request_id.in_(chunk), r.c.shadow.is_(False))).all())
+                existing.update(conn.execute(sa.select(f.c.request_id, f.c.value).where(f.c.request_id.in_(chunk))).all())
+            rows = []
+            for request_id, value in items:
+                if request_id not in models:
+                    out["unknown"].append(request_id)
+                elif request_id in existing:
+                    out["duplicate" if existing[request_id] == value else "conflict"].append(request_id)
+                else:
+                    existing[request_id] = value
+                    rows.append({"request_id": request_id, "model": models[request_id], "value": value, "time": time, "source": source})
+                    out["accepted"].append(request_id)
+            if rows:
+                conn.execute(f.insert(), rows)
+            return out
+
+        return self._retry(write)
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl_s: float) -> bool:
+        """Take or renew ``name`` for ``ttl_s`` if it is free, expired or already ours."""
+        from datetime import timedelta
+
+        table = schema.leases
+        until = now + timedelta(seconds=ttl_s)
+
+        def write(conn: Connection) -> bool:
+            row = conn.execute(table.select().where(table.c.name == name).with_for_update()).first()
+            if row is None:
+                conn.execute(table.insert().values(name=name, holder=holder, expires_at=until))
+                return True
+            if row.holder == holder or _utc(row.expires_at) <= now:
+                conn.execute(table.update().where(table.c.name == name).values(holder=holder, expires_at=until))
+                return True
+            return False
+
+        try:
+            return self._retry(write)
+        except IntegrityError:  # two first-timers raced to insert: the other one won
+            return False
+
+    def release_lease(self, name: str, holder: str) -> None:
+        table = schema.leases
+        self._retry(lambda c: c.execute(table.delete().where(table.c.name == name, table.c.holder == holder)))
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    return {k: getattr(record, k) for k in record.__dataclass_fields__}

@@ -1,0 +1,217 @@
+"""``rung deploy``, ``status``, ``rollback``, ``approve``, ``history``, ``controller`` and ``feedback``: releases."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from rung.cli.output import console, fmt_time, print_json
+from rung.cli.project import JSON_OPTION, PROJECT_OPTION, open_project
+
+__all__ = ["register"]
+
+feedback_app = typer.Typer(help="Ground truth or rewards for served requests.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    for name, command in (("deploy", deploy), ("status", status), ("rollback", rollback), ("approve", approve),
+                          ("history", history), ("controller", controller)):
+        app.command(name)(command)
+    app.add_typer(feedback_app, name="feedback")
+
+
+def deploy(
+    ref: str = typer.Argument(..., help="NAME:VERSION, e.g. churn:3."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="direct, canary, ab or shadow (default: deploy.strategy)."),
+    force: bool = typer.Option(False, "--force", help="Deploy without a passing certification (recorded)."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why, for the record."),
+    project_dir: Optional[Path] = PROJECT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Roll out a certified version; the controller moves it along and promotes or rolls it back."""
+    from rung.delivery.rollout import deploy as start
+    from rung.serving.control import deployment_dict
+
+    made = start(open_project(project_dir), ref, strategy=strategy, force=force, reason=reason)
+    if as_json:
+        print_json(deployment_dict(made))
+        return
+    against = f"against champion {made.model}:{made.baseline}" if made.baseline else "(first version: no champion yet)"
+    console.print(f"Deploying [bold]{made.ref}[/] with [bold]{made.strategy}[/] {against}; rollout {made.id[:8]}.")
+    console.print("The controller (`rung controller`, or `rung up`) carries it out; follow it with `rung status`.")
+
+
+def status(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Models, their traffic, and each rollout's step and latest evidence."""
+    from rich.table import Table
+
+    from rung.delivery.rollout import current
+    from rung.serving.control import deployment_dict
+    from rung.serving.routing import RoutingTable
+
+    project = open_project(project_dir)
+    by_model: dict[str, list[Any]] = {}
+    for d in project.store.deployments(limit=1000):
+        by_model.setdefault(d.model, []).append(d)
+    rollouts = {m: current(found) for m, found in by_model.items()}
+    tables = {r.model: RoutingTable.from_record(r) for r in project.store.routes()}
+    aliases = project.tracking.aliases()
+    if as_json:
+        print_json([{"model": m, "aliases": aliases.get(m, {}), "routing": tables[m].to_dict() if m in tables else None,
+                     "rollout": deployment_dict(rollouts[m]) if rollouts.get(m) else None}
+                    for m in sorted(set(tables) | set(rollouts))])
+        return
+    table = Table(title="Status")
+    for column in ("model", "aliases", "traffic", "rollout", "state", "decision so far"):
+        table.add_column(column)
+    for model in sorted(set(tables) | set(rollouts)):
+        routing = tables.get(model)
+        traffic = ", ".join(f"v{v.version} {routing.share(v.name):.0%}" for v in routing.variants) if routing else "-"
+        if routing and routing.shadows:
+            traffic += ", " + ", ".join(f"v{v.version} shadow" for v in routing.shadows)
+        d = rollouts.get(model)
+        named = ", ".join(f"@{a}=v{v}" for a, v in sorted(aliases.get(model, {}).items()))
+        if d is None:
+            table.add_row(model, named, traffic, "-", "-", "")
+            continue
+        evidence = d.evidence or {}
+        decision = evidence.get("result", "waiting for the first window")
+        checks = [f"{c['name']} {c['status']}" for c in evidence.get("checks", []) if c.get("status") not in (None, "skipped")]
+        table.add_row(model, named, traffic, f"{d.strategy} v{d.version} vs v{d.baseline}" if d.baseline else f"{d.strategy} v{d.version}",
+                      f"{d.state} (step {d.step})" if d.strategy == "canary" and d.active else d.state,
+                      f"{decision}: {', '.join(checks)}" if checks else str(decision))
+    console.print(table)
+
+
+def rollback(
+    name: str = typer.Argument(..., help="Model name."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why, for the record."),
+    project_dir: Optional[Path] = PROJECT_OPTION,
+) -> None:
+    """All traffic back to the previous champion now (the controller applies it within a tick)."""
+    from rung.delivery.controller import Controller
+    from rung.delivery.rollout import rollback as undo
+
+    project = open_project(project_dir)
+    done = undo(project, name, reason=reason)
+    Controller(project, holder="cli").sync()  # traffic follows at once, controller running or not
+    console.print(f"Rolled back {done.ref}: all traffic to {done.model}:{done.baseline}.")
+
+
+def approve(name: str = typer.Argument(..., help="Model name."), project_dir: Optional[Path] = PROJECT_OPTION) -> None:
+    """Promote a rollout that passed its analysis and waits for approval (deploy.approval: required)."""
+    from rung.delivery.controller import Controller
+    from rung.delivery.rollout import approve as promote
+
+    project = open_project(project_dir)
+    done = promote(project, name)
+    Controller(project, holder="cli").sync()
+    console.print(f"Approved: {done.ref} is the champion.")
+
+
+def history(
+    name: str = typer.Argument(..., help="Model name."),
+    request: Optional[str] = typer.Option(None, "--request", help="Which version answered this request id."),
+    project_dir: Optional[Path] = PROJECT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Which version served which share of traffic, when, and why; or who answered one request."""
+    from rich.table import Table
+
+    project = open_project(project_dir)
+    if request:
+        served = [r for r in project.store.served(request) if r["model"] == name]
+        if as_json:
+            print_json(served)
+            return
+        if not served:
+            raise typer.BadParameter(f"no request {request!r} of {name} in the request log", param_hint="--request")
+        for r in served:
+            role = "shadow copy" if r["shadow"] else "answered"
+            console.print(f"{fmt_time(r['time'])}  {name}:{r['version']} ({r['variant']}) {role}: status {r['status']}, "
+                          f"{r['latency_ms']:.1f} ms, prediction {r['prediction']}"
+                          + (f", feedback {r['feedback']:g}" if r["feedback"] is not None else ""))
+        return
+    kinds = ("deploy", "rollout", "routing")
+    events = [e for e in project.store.events(subject=name, limit=2000) if e.kind in kinds]
+    if as_json:
+        print_json([{"time": e.time.isoformat(), "kind": e.kind, "actor": e.actor, "data": e.data} for e in events])
+        return
+    table = Table(title=f"History of {name}")
+    for column in ("time", "what", "by", "traffic", "why"):
+        table.add_column(column)
+    for e in events:
+        table.add_row(fmt_time(e.time), _what(e), e.actor, _traffic(e), str(e.data.get("why") or e.data.get("reason") or e.data.get("note") or ""))
+    console.print(table)
+
+
+def _what(event: Any) -> str:
+    data = event.data
+    if event.kind == "deploy":
+        return f"deploy v{data['version']} ({data['strategy']})" + (" forced" if data.get("forced") else "")
+    if event.kind == "rollout":
+        return f"v{data['version']} {data['from']} → {data['to']}"
+    return f"routing revision {data.get('revision', '')}".strip()
+
+
+def _traffic(event: Any) -> str:
+    data = event.data
+    if event.kind == "routing":
+        variants = data.get("variants", [])
+        total = sum(float(v.get("weight", 1)) for v in variants) or 1.0
+        shown = [f"v{v['version']} {float(v.get('weight', 1)) / total:.0%}" for v in variants]
+        return ", ".join(shown + [f"v{s['version']} shadow" for s in data.get("shadows", [])])
+    if event.kind == "rollout" and data.get("weight_after") is not None:
+        return f"candidate {data['weight_before']:g}% → {data['weight_after']:g}%"
+    return ""
+
+
+def controller(
+    interval: float = typer.Option(1.0, "--interval", help="Seconds between reconciliation passes."),
+    once: bool = typer.Option(False, "--once", help="One pass, then exit."),
+    project_dir: Optional[Path] = PROJECT_OPTION,
+) -> None:
+    """Run the reconciling controller: judge rollouts, move traffic, promote or roll back."""
+    from rung.delivery.controller import Controller
+
+    project = open_project(project_dir)
+    ctl = Controller(project)
+    if once:
+        moved = ctl.tick()
+        console.print(f"{len(moved)} rollout(s) moved.")
+        return
+    stopping = {"now": False}
+
+    def stop(*_: Any) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    console.print(f"rung controller ({ctl.holder}): a pass every {interval:g} s; Ctrl-C stops it.")
+    try:
+        ctl.run(interval, stop=lambda: stopping["now"])
+    finally:
+        ctl.release()
+
+
+@feedback_app.command("import")
+def feedback_import(
+    file: Path = typer.Argument(..., help="CSV or Parquet with columns request_id and value."),
+    project_dir: Optional[Path] = PROJECT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Record feedback in bulk: accepted, duplicates (no change), conflicts and unknown ids are counted."""
+    from rung.delivery import feedback
+
+    project = open_project(project_dir)
+    outcome = feedback.record(project.store, feedback.read_file(file), source=f"file:{file.name}")
+    counts = {k: len(v) for k, v in outcome.items()}
+    if as_json:
+        print_json(counts | {"unknown_ids": outcome["unknown"][:100], "conflict_ids": outcome["conflict"][:100]})
+        return
+    console.print(", ".join(f"{v:,} {k}" for k, v in counts.items()))
+    if outcome["unknown"]:
+        console.print(f"unknown request ids (first 5): {', '.join(outcome['unknown'][:5])}")

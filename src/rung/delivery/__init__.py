@@ -1,0 +1,1 @@
+"""Progressive delivery: rollouts, their statistics and the controller."""

@@ -1,0 +1,172 @@
+"""Rollouts as desired state: deploy, roll back, approve; and what routing and aliases they imply.
+
+A deploy writes one row (and its event); it does not touch traffic. The
+controller turns rows into routing tables and registry aliases
+(:func:`desired_routing`, :func:`desired_aliases`), so a crash between
+the two leaves nothing a later pass cannot finish.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from rung.delivery.clock import SYSTEM, Clock
+from rung.errors import ConfigError, DeployRefused
+from rung.store import Deployment
+
+if TYPE_CHECKING:
+    from rung.project import Project
+
+__all__ = ["STRATEGIES", "current", "deploy", "rollback", "approve", "move", "desired_routing", "desired_aliases", "certification", "weight"]
+
+STRATEGIES = ("direct", "canary", "ab", "shadow")
+
+
+def current(deployments: list[Deployment]) -> Deployment | None:
+    """The rollout that defines a model's traffic now: the active one, else the one that ended last.
+
+    A superseded rollout never does (its successor speaks for the model).
+    """
+    if not deployments:
+        return None
+    return max(deployments, key=lambda d: (d.active, d.state != "superseded", d.updated_at, d.created_at))
+
+
+def certification(project: Project, ref: str) -> dict[str, Any] | None:
+    """The newest certification report of ``ref`` (from the event log), or None."""
+    events = [e for e in project.store.events(subject=ref, limit=500) if e.kind == "certification"]
+    return events[-1].data if events else None
+
+
+def deploy(project: Project, ref: str, *, strategy: str | None = None, force: bool = False, actor: str = "cli",
+           reason: str | None = None, clock: Clock = SYSTEM) -> Deployment:
+    """Start rolling out ``ref`` (``NAME:VERSION``); a running rollout of the same model is superseded.
+
+    Refused (:class:`~rung.errors.DeployRefused`) for a version that is not
+    certified, unless ``force`` (recorded in the event), and for the version
+    that is already the champion. The first deploy of a model has nothing to
+    compare against and goes ``direct``.
+    """
+    record = project.model_version(ref)
+    settings = project.settings.deploy
+    strategy = strategy or settings.strategy
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy: '{strategy}' is not one of {', '.join(STRATEGIES)}")
+    report = certification(project, record.ref)
+    certified = bool(report and report.get("certified"))
+    if not certified and not force:
+        why = "it failed certification" if report else "it has not been certified"
+        raise DeployRefused(f"{record.ref} cannot be deployed: {why}; run `rung certify {record.ref}` (or deploy with --force)")
+    champion = project.tracking.aliases().get(record.name, {}).get("champion")
+    if champion == record.version:
+        raise DeployRefused(f"{record.ref} is already the champion; nothing to roll out")
+    requested = strategy
+    if champion is None:
+        strategy = "direct"
+    now = clock.now()
+    plan = _plan(project, strategy)
+    deployment = Deployment(
+        id=uuid.uuid4().hex, model=record.name, version=record.version, baseline=champion, strategy=strategy,
+        state="running", step=0, step_started_at=now, extensions=0, plan=plan, evidence={}, forced=force and not certified,
+        created_at=now, updated_at=now, created_by=actor, reason=reason, revision=1,
+    )
+    data: dict[str, Any] = {"deployment": deployment.id, "version": record.version, "strategy": strategy, "champion": champion,
+                            "certified": certified, "forced": deployment.forced, "reason": reason}
+    if requested != strategy:
+        data["note"] = f"{requested} asked, but {record.name} has no champion to compare with: direct"
+    project.store.create_deployment(
+        deployment,
+        event={"kind": "deploy", "actor": actor, "subject": record.name, "data": data, "time": now},
+        superseded_event={"kind": "rollout", "actor": actor, "time": now,
+                          "data": {"to": "superseded", "why": f"superseded by a deploy of {record.ref}"}},
+    )
+    return deployment
+
+
+def rollback(project: Project, model: str, *, actor: str = "cli", reason: str | None = None, clock: Clock = SYSTEM) -> Deployment:
+    """All traffic back to the previous champion, at once: the running rollout, or else the last promotion, is undone."""
+    latest = current(project.store.deployments(model, limit=20))
+    if latest is None or latest.state in ("rolled_back", "superseded"):
+        raise DeployRefused(f"{model} has no rollout or promotion to roll back (see `rung history {model}`)")
+    if latest.baseline is None:
+        raise DeployRefused(f"{model}:{latest.version} was the first version deployed; there is no previous champion to go back to")
+    return move(project, latest, {"state": "rolled_back"}, actor=actor, clock=clock,
+                 why=reason or f"rolled back by {actor}: all traffic to {model}:{latest.baseline}")
+
+
+def approve(project: Project, model: str, *, actor: str = "cli", clock: Clock = SYSTEM) -> Deployment:
+    """Promote a rollout that passed its analysis and waits for a person (``deploy.approval: required``)."""
+    waiting = [d for d in project.store.deployments(model, active=True) if d.state == "awaiting_approval"]
+    if not waiting:
+        raise DeployRefused(f"no rollout of {model} is waiting for approval (see `rung status`)")
+    return move(project, waiting[0], {"state": "promoted"}, actor=actor, clock=clock, why=f"approved by {actor}")
+
+
+def move(project: Project, deployment: Deployment, changes: dict[str, Any], *, actor: str, clock: Clock, why: str,
+          evidence: dict[str, Any] | None = None) -> Deployment:
+    now = clock.now()
+    changes = changes | {"updated_at": now}
+    if evidence is not None:
+        changes["evidence"] = evidence
+    after = dataclasses.replace(deployment, **changes)
+    data = {"deployment": deployment.id, "version": deployment.version, "strategy": deployment.strategy,
+            "from": deployment.state, "to": after.state, "step": after.step,
+            "weight_before": weight(deployment), "weight_after": weight(after), "why": why}
+    if evidence is not None:
+        data["evidence"] = evidence
+    event = {"kind": "rollout", "actor": actor, "subject": deployment.model, "time": now, "data": data}
+    return project.store.transition(deployment.id, deployment.revision, changes, event)
+
+
+def _plan(project: Project, strategy: str) -> dict[str, Any]:
+    settings = project.settings.deploy
+    plan: dict[str, Any] = {"approval": settings.approval, "outcome": settings.outcome, "grace_s": settings.grace_s}
+    if strategy in ("canary", "ab", "shadow"):
+        plan[strategy] = getattr(settings, strategy).model_dump()
+    return plan
+
+
+def weight(deployment: Deployment) -> float:
+    """The candidate's share of traffic (percent) in the deployment's current state."""
+    if deployment.state == "promoted":
+        return 100.0
+    if deployment.state in ("rolled_back", "superseded"):
+        return 0.0
+    if deployment.strategy == "direct":
+        return 100.0
+    if deployment.strategy == "canary":
+        return float(deployment.plan["canary"]["steps"][deployment.step])
+    if deployment.strategy == "ab":
+        return float(deployment.plan["ab"]["split"])
+    return 0.0  # shadow: a copy of the traffic, none of the answers
+
+
+def desired_routing(deployment: Deployment, now: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """The routing table (variants, shadows) the model's newest rollout asks for; None: leave the table alone."""
+    candidate, baseline = deployment.version, deployment.baseline
+    grace = deployment.updated_at + timedelta(seconds=float(deployment.plan.get("grace_s", 0)))
+    if deployment.state in ("rolled_back", "superseded"):
+        return ([{"name": "champion", "version": baseline, "weight": 100.0}], []) if baseline is not None else None
+    share = weight(deployment)
+    if deployment.state == "promoted" or share >= 100:
+        variants = [{"name": "champion" if deployment.state == "promoted" else "candidate", "version": candidate, "weight": 100.0}]
+        if baseline is not None and (deployment.state != "promoted" or now < grace):
+            variants.append({"name": "previous" if deployment.state == "promoted" else "champion", "version": baseline, "weight": 0.0})
+        return variants, []
+    if deployment.strategy == "shadow":
+        return [{"name": "champion", "version": baseline, "weight": 100.0}], [{"name": "shadow", "version": candidate}]
+    # candidate first: raising its weight only moves keys onto it (sticky ramps)
+    return [{"name": "candidate", "version": candidate, "weight": share},
+            {"name": "champion", "version": baseline, "weight": 100.0 - share}], []
+
+
+def desired_aliases(deployment: Deployment) -> dict[str, int | None]:
+    """``champion`` and ``challenger`` on the registry, as the newest rollout of the model implies."""
+    if deployment.state == "promoted":
+        return {"champion": deployment.version, "challenger": None}
+    if deployment.active:
+        return {"champion": deployment.baseline, "challenger": deployment.version}
+    return {"champion": deployment.baseline, "challenger": None}
