@@ -162,6 +162,7 @@ def test_a_good_canary_walks_the_steps_and_is_promoted(project: Project) -> None
     final = project.store.deployment(deployment.id)
     assert final.evidence["result"] == "pass" and {c["name"] for c in final.evidence["checks"]} >= {"traffic", "error_rate"}
     assert (final.updated_at - started).total_seconds() >= 120  # two windows of 60 s
+    print(f"deploy to 100% (simulated clock): {(final.updated_at - started).total_seconds():.0f} s")
     clock.advance(121)
     controller.tick()
     assert weights(project) == {2: 100.0}  # grace over: only the champion
@@ -181,6 +182,7 @@ def test_a_canary_that_fails_requests_is_rolled_back_before_its_window_ends(proj
     assert last["to"] == "rolled_back" and "error_rate" in last["why"]
     assert last["evidence"]["checks"][0]["n_candidate"] >= 20
     assert traffic.served[2] < 60, f"{traffic.served[2]} requests hit the bad canary"
+    print(f"requests that hit the bad canary before its rollback: {traffic.served[2]} of {sum(traffic.served.values())}")
 
 
 @pytest.mark.parametrize(("behaviour", "check"), [({"slow_ms": 80.0}, "latency_p99_ms"), ({"shift": 0.6}, "divergence")])

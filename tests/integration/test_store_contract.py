@@ -117,3 +117,28 @@ def test_request_log_feedback_and_lease(store: MetadataStore) -> None:
     assert not store.acquire_lease("controller", "b", now=NOW.replace(second=5), ttl_s=10)
     assert store.acquire_lease("controller", "a", now=NOW.replace(second=5), ttl_s=10)  # renewal
     assert store.acquire_lease("controller", "b", now=NOW.replace(second=16), ttl_s=10)  # expired: taken over
+
+
+def test_racing_deploys_leave_exactly_one_active_rollout(store: MetadataStore) -> None:
+    import threading
+
+    for round_ in range(5):
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def one(deployment_id: str) -> None:
+            barrier.wait()
+            try:
+                store.create_deployment(_deployment(deployment_id), event=_event("deploy"), superseded_event=_event())
+            except BaseException as exc:  # noqa: BLE001 (reported below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=(f"r{round_}{side}",)) for side in "ab"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert len(store.deployments("churn", active=True)) == 1
+    states = sorted(d.state for d in store.deployments("churn"))
+    assert states == ["running"] + ["superseded"] * 9

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 __all__ = ["metadata", "pipeline_runs", "step_runs", "cache_entries", "model_versions", "events", "routes", "api_tokens",
@@ -158,6 +159,10 @@ deployments = Table(
     Column("reason", Text),
     Column("revision", Integer, nullable=False),
     Index("ix_deployments_model_state", "model", "state"),
+    # at most one active rollout per model, even when two deploys race
+    Index("uq_deployments_one_active", "model", unique=True,
+          sqlite_where=text("state IN ('running', 'awaiting_approval')"),
+          postgresql_where=text("state IN ('running', 'awaiting_approval')")),
 )
 
 # The gateway's request log (lean: what the controller judges and what

@@ -462,7 +462,12 @@ class MetadataStore:
             self._insert_event(conn, event)
             return ended
 
-        return self._retry(write)
+        try:
+            return self._retry(write)
+        except IntegrityError:
+            # Another deploy of this model committed in between (the one-active-rollout index
+            # refused ours): run again, superseding it.
+            return self._retry(write)
 
     def transition(self, deployment_id: str, expected_revision: int, changes: dict[str, Any],
                    event: dict[str, Any] | None) -> Deployment:

@@ -37,6 +37,9 @@ def upgrade() -> None:
         sa.Column("revision", sa.Integer, nullable=False),
     )
     op.create_index("ix_deployments_model_state", "deployments", ["model", "state"])
+    active = sa.text("state IN ('running', 'awaiting_approval')")
+    op.create_index("uq_deployments_one_active", "deployments", ["model"], unique=True,
+                    sqlite_where=active, postgresql_where=active)
     op.create_table(
         "requests",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -75,5 +78,6 @@ def downgrade() -> None:
     op.drop_index("ix_requests_request_id", "requests")
     op.drop_index("ix_requests_model_time", "requests")
     op.drop_table("requests")
+    op.drop_index("uq_deployments_one_active", "deployments")
     op.drop_index("ix_deployments_model_state", "deployments")
     op.drop_table("deployments")
