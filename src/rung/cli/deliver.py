@@ -153,7 +153,7 @@ def _what(event: Any) -> str:
     if event.kind == "deploy":
         return f"deploy v{data['version']} ({data['strategy']})" + (" forced" if data.get("forced") else "")
     if event.kind == "rollout":
-        return f"v{data['version']} {data['from']} → {data['to']}"
+        return f"v{data.get('version', '?')} {data.get('from', 'running')} → {data.get('to', '?')}"
     return f"routing revision {data.get('revision', '')}".strip()
 
 

@@ -456,7 +456,8 @@ class MetadataStore:
                     state="superseded", updated_at=record.created_at, revision=old.revision + 1))
                 ended.append(old)
                 if superseded_event is not None:
-                    data = superseded_event["data"] | {"deployment": old.id, "version": old.version, "by": record.id}
+                    data = superseded_event["data"] | {"deployment": old.id, "version": old.version, "from": old.state,
+                                                       "strategy": old.strategy, "by": record.id}
                     self._insert_event(conn, superseded_event | {"data": data, "subject": record.model})
             conn.execute(table.insert().values(**_fields(record)))
             self._insert_event(conn, event)
