@@ -160,7 +160,8 @@ class Controller:
             return self._rollback(deployment, evidence, "A/B: the champion is better")
         if (now - deployment.created_at).total_seconds() >= rules.max_duration_s:
             return self._rollback(deployment, evidence, f"A/B: no winner within {rules.max_duration_s:g} s; the champion stays")
-        self._touch(deployment, evidence)  # the look (running-minimum p-value, when) without an event per look
+        # remember the look (running-minimum p-value, when) without an event per look
+        self.store.transition(deployment.id, deployment.revision, {"evidence": evidence}, event=None)
         return None
 
     def _shadow(self, deployment: Deployment) -> Deployment | None:
@@ -179,9 +180,6 @@ class Controller:
             return self._rollback(deployment, evidence, f"shadow inconclusive after {rules.max_duration_s:g} s")
         return move(self.project, deployment, {"extensions": deployment.extensions + 1}, actor="controller", clock=self.clock,
                     evidence=evidence, why="shadow inconclusive: window extended")
-
-    def _touch(self, deployment: Deployment, evidence: dict[str, Any]) -> None:
-        self.store.transition(deployment.id, deployment.revision, {"evidence": evidence}, event=None)
 
     def _promote(self, deployment: Deployment, evidence: dict[str, Any]) -> Deployment:
         if deployment.plan.get("approval") == "required":

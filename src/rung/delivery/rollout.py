@@ -107,6 +107,7 @@ def approve(project: Project, model: str, *, actor: str = "cli", clock: Clock = 
 
 def move(project: Project, deployment: Deployment, changes: dict[str, Any], *, actor: str, clock: Clock, why: str,
           evidence: dict[str, Any] | None = None) -> Deployment:
+    """One transition of a rollout (compare-and-set) with its event: from, to, weights before and after, why, evidence."""
     now = clock.now()
     changes = changes | {"updated_at": now}
     if evidence is not None:

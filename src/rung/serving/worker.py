@@ -53,7 +53,7 @@ class ModelWorker:
         self._process.start()
         child.close()
         self._conn.send_bytes(self._payload)
-        status, detail = pickle.loads(self._conn.recv_bytes())
+        status, detail = _receive(self._conn)
         if status != "ready":
             self.close()
             raise detail
@@ -66,7 +66,7 @@ class ModelWorker:
         with self._lock:
             try:
                 self._conn.send_bytes(pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL))
-                status, result = pickle.loads(self._conn.recv_bytes())
+                status, result = _receive(self._conn)
             except (EOFError, OSError) as exc:
                 code = self._process.exitcode
                 log.error("model worker of %s died (exit code %s); starting a new one", self.model.ref, code)
@@ -84,6 +84,16 @@ class ModelWorker:
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join(timeout=5)
+
+
+def _receive(conn: Connection) -> Any:
+    """Unpickle a message from the other end of a private pipe between the gateway and its own worker.
+
+    Never user data or a file: the model travelling to the worker is the
+    object the gateway loaded after verifying the files' sha256 (and with
+    skops' trusted types); everything else is columns, outputs and status.
+    """
+    return pickle.loads(conn.recv_bytes())
 
 
 def _context() -> Any:
@@ -106,14 +116,14 @@ def _serve(conn: Connection, path: list[str], threads: int) -> None:
 
     threadpool_limits(threads)
     try:
-        model = pickle.loads(conn.recv_bytes())  # from our own parent, over a private pipe: not user data
+        model = _receive(conn)
     except Exception as exc:
         conn.send_bytes(pickle.dumps(("failed", RuntimeError(f"could not receive the model: {exc}"))))
         return
     conn.send_bytes(pickle.dumps(("ready", None)))
     while True:
         try:
-            columns = pickle.loads(conn.recv_bytes())
+            columns = _receive(conn)
         except (EOFError, OSError):
             return
         try:

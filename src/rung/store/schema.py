@@ -23,6 +23,8 @@ from sqlalchemy import (
     text,
 )
 
+from rung.store.records import ACTIVE_STATES
+
 __all__ = ["metadata", "pipeline_runs", "step_runs", "cache_entries", "model_versions", "events", "routes", "api_tokens",
            "deployments", "requests", "feedback", "leases", "HEAD"]
 
@@ -136,6 +138,8 @@ api_tokens = Table(
     Column("revoked_at", DateTime(timezone=True)),
 )
 
+_ACTIVE = text("state IN ({})".format(", ".join(f"'{s}'" for s in ACTIVE_STATES)))
+
 # A rollout: the desired state the controller reconciles. ``revision`` makes
 # every transition a compare-and-set, so two actors never both move it.
 deployments = Table(
@@ -161,8 +165,7 @@ deployments = Table(
     Index("ix_deployments_model_state", "model", "state"),
     # at most one active rollout per model, even when two deploys race
     Index("uq_deployments_one_active", "model", unique=True,
-          sqlite_where=text("state IN ('running', 'awaiting_approval')"),
-          postgresql_where=text("state IN ('running', 'awaiting_approval')")),
+          sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
 )
 
 # The gateway's request log (lean: what the controller judges and what
