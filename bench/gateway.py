@@ -12,7 +12,13 @@ requests:
 * 1,000 connections: the gateway with micro-batching against the bare
   endpoint.
 
-    .venv/bin/python bench/gateway.py [--duration 10] [--model linear|boosted] [--check]
+``--log both`` (the default) runs two gateways side by side, one with its
+request log (Parquet segments, ``monitor.request_log``) and one without,
+loads them in turn and reports what the log costs; ``--rounds N`` repeats
+the alternation N times and keeps the medians. ``--rung-only`` leaves out
+mlflow and the bare endpoint.
+
+    .venv/bin/python bench/gateway.py [--duration 10] [--model linear|boosted] [--log on|off|both] [--check]
 
 Needs ``wrk`` (Debian package ``wrk``).
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import os
 import re
 import resource
@@ -81,7 +88,8 @@ def wrk(url: str, body: Path, connections: int, duration: int, workdir: Path) ->
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     failed = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(g) for g in errors.groups()) if errors else 0)
-    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale, "failed": failed}
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale, "failed": failed, "requests": total}
 
 
 def start(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -98,12 +106,19 @@ def stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+LOG_OFF = "\nmonitor:\n  request_log:\n    enabled: false\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--model", choices=sorted(MODELS), default="linear",
                         help="linear: a light scikit-learn classifier (default); boosted: the template's trees")
     parser.add_argument("--workers", type=int, default=None, help="serve.workers for rung (worker processes per version)")
+    parser.add_argument("--log", choices=["on", "off", "both"], default="both",
+                        help="rung's request log (monitor.request_log.enabled): on, off, or both in the same run")
+    parser.add_argument("--rounds", type=int, default=1, help="with --log both: load the two gateways in turn this many times")
+    parser.add_argument("--rung-only", action="store_true", help="leave out mlflow models serve and the bare endpoint")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -113,12 +128,16 @@ def main() -> None:
     rung = rung_executable()
     bin_dir = Path(rung).parent
     work = Path(tempfile.mkdtemp(prefix="rung-bench-gateway-"))
+    logs = ["on", "off"] if args.log == "both" else [args.log]
+    runs: dict[str, list[dict[str, float]]] = {}
+    logged: list[tuple[int, int, int]] = []  # (answered, records in the log, segments) of the "log on" gateway
     try:
         with console.status("creating and training the churn project"):
             project = trained_project(work, model=args.model)
             if args.workers:
                 with (project / "rung.yaml").open("a") as config:
                     config.write(f"\nserve:\n  workers: {args.workers}\n")
+        config_text = (project / "rung.yaml").read_text()
         bodies = {
             "mlflow": work / "mlflow.json",
             "oip": work / "oip.json",
@@ -126,58 +145,137 @@ def main() -> None:
         bodies["mlflow"].write_text(json.dumps({"dataframe_records": [ROW]}))
         bodies["oip"].write_text(json.dumps({"inputs": [{"name": k, "shape": [1], "datatype": TYPES.get(k, "BYTES"), "data": [v]} for k, v in ROW.items()]}))
 
-        results: dict[str, dict[str, float]] = {}
-        servers = {
+        baselines = {
             "mlflow models serve": (
                 [str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/churn/1", "--env-manager", "local", "-h", "127.0.0.1"],
                 {"MLFLOW_TRACKING_URI": f"sqlite:///{project}/.rung/mlflow.db", "PATH": f"{bin_dir}:{os.environ['PATH']}"},
-                "/invocations", "/ping", "-p",
+                "/ping", "-p",
             ),
-            "bare Starlette + predict": (
-                [sys.executable, str(REPO / "bench" / "_bare_app.py"), str(project)], {}, "/invocations", None, None,
-            ),
-            "rung serve": ([rung, "serve"], {}, "/invocations", "/v2/health/ready", "--port"),
+            "bare Starlette + predict": ([sys.executable, str(REPO / "bench" / "_bare_app.py"), str(project)], {}, None, None),
         }
-        for name, (cmd, env, path, ready, port_flag) in servers.items():
+        for name, (cmd, env, ready, port_flag) in ({} if args.rung_only else baselines).items():
             port = free_port()
-            full = [*cmd, port_flag, str(port)] if port_flag else [*cmd, str(port)]
             with console.status(f"{name}: starting"):
-                process = start(full, project, env)
+                process = start([*cmd, port_flag, str(port)] if port_flag else [*cmd, str(port)], project, env)
                 try:
-                    wait_ready(f"http://127.0.0.1:{port}{ready or '/'}", process) if ready else _wait_port(port, process)
+                    wait_ready(f"http://127.0.0.1:{port}{ready}", process) if ready else _wait_port(port, process)
                     with console.status(f"{name}: 8 connections, {args.duration} s"):
-                        results[f"{name} · 8 conn"] = wrk(f"http://127.0.0.1:{port}{path}", bodies["mlflow"], 8, args.duration, work)
-                    if name == "rung serve":
-                        results["rung serve (OIP v2) · 8 conn"] = wrk(f"http://127.0.0.1:{port}/v2/models/churn/infer", bodies["oip"], 8, args.duration, work)
+                        runs[f"{name} · 8 conn"] = [wrk(f"http://127.0.0.1:{port}/invocations", bodies["mlflow"], 8, args.duration, work)]
                     if name != "mlflow models serve":
                         with console.status(f"{name}: 1,000 connections"):
-                            results[f"{name} · 1000 conn"] = wrk(f"http://127.0.0.1:{port}{path}", bodies["mlflow"], 1000, args.duration, work)
+                            runs[f"{name} · 1000 conn"] = [wrk(f"http://127.0.0.1:{port}/invocations", bodies["mlflow"], 1000,
+                                                               args.duration, work)]
                 finally:
                     stop(process)
+
+        # rung: with --log both, a gateway with the log and one without run side by side (the idle one costs
+        # nothing), and each load goes to one, then the other, in alternating order: background noise on a
+        # shared machine then falls on both alike.
+        gateways: dict[str, tuple[subprocess.Popen, int]] = {}
+        answered = {mode: 0 for mode in logs}
+        shutil.rmtree(project / ".rung" / "requests", ignore_errors=True)
+        try:
+            for mode in logs:
+                (project / "rung.yaml").write_text(config_text + (LOG_OFF if mode == "off" else ""))
+                port = free_port()
+                with console.status(f"rung serve (log {mode}): starting"):
+                    process = start([rung, "serve", "--port", str(port)], project)
+                    gateways[mode] = (process, port)
+                    wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", process)
+            loads = [("rung serve", "/invocations", "mlflow", 8), ("rung serve (OIP v2)", "/v2/models/churn/infer", "oip", 8),
+                     ("rung serve", "/invocations", "mlflow", 1000)]
+            rounds = args.rounds if args.log == "both" else 1
+            for round_ in range(rounds):
+                for name, path, body, connections in loads:
+                    for mode in logs if round_ % 2 == 0 else logs[::-1]:
+                        label = f"{name}{f' (log {mode})' if args.log == 'both' else ''} · {connections} conn"
+                        with console.status(f"round {round_ + 1}/{rounds}: {label}, {args.duration} s"):
+                            before = _cpu_s(gateways[mode][0].pid)
+                            result = wrk(f"http://127.0.0.1:{gateways[mode][1]}{path}", bodies[body], connections,
+                                         args.duration, work)
+                            result["cpu_us"] = (_cpu_s(gateways[mode][0].pid) - before) * 1e6 / max(result["requests"], 1)
+                        runs.setdefault(label, []).append(result)
+                        answered[mode] += int(result["requests"] - result["failed"])
+        finally:
+            for process, _ in gateways.values():
+                stop(process)  # SIGTERM: the gateway writes out its request log before it exits
+        if "on" in gateways:
+            logged.append((answered["on"], *_logged(project / ".rung" / "requests")))
+        (project / "rung.yaml").write_text(config_text)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    mlflow_rps = results["mlflow models serve · 8 conn"]["rps"]
-    bare8 = results["bare Starlette + predict · 8 conn"]["rps"]
-    bare1000 = results["bare Starlette + predict · 1000 conn"]["rps"]
-    out = table(f"Gateway vs. mlflow models serve vs. bare Starlette (single-row requests, wrk on loopback)\n"
-                f"model: {MODELS[args.model]}", ["server · load", "req/s", "p99", "failed", "× mlflow", "× bare"])
+    results = {label: _median(found) for label, found in runs.items()}
+    mlflow_rps = results.get("mlflow models serve · 8 conn", {}).get("rps")
+    bare8 = results.get("bare Starlette + predict · 8 conn", {}).get("rps")
+    bare1000 = results.get("bare Starlette + predict · 1000 conn", {}).get("rps")
+    rounds = f", median of {args.rounds} rounds" if args.log == "both" and args.rounds > 1 else ""
+    spread = ["req/s, rounds"] if rounds else []
+    out = table(f"Gateway vs. mlflow models serve vs. bare Starlette (single-row requests, wrk on loopback{rounds})\n"
+                f"model: {MODELS[args.model]}",
+                ["server · load", "req/s", "p99", "failed", "× mlflow", "× bare", "CPU/req", *spread])
     for label, r in results.items():
         bare = bare1000 if "1000" in label else bare8
+        each = [f"{min(one['rps'] for one in runs[label]):,.0f}–{max(one['rps'] for one in runs[label]):,.0f}"] if rounds else []
         out.add_row(label, f"{r['rps']:,.0f}", f"{r['p99_ms']:.1f} ms", str(int(r["failed"])),
-                    f"{r['rps'] / mlflow_rps:.1f}×", f"{r['rps'] / bare:.2f}×")
+                    f"{r['rps'] / mlflow_rps:.1f}×" if mlflow_rps else "–", f"{r['rps'] / bare:.2f}×" if bare else "–",
+                    f"{r['cpu_us']:.0f} µs" if "cpu_us" in r else "–", *each)
     console.print(out)
-    gateway = results["rung serve · 8 conn"]
-    checks = {
-        ">= 15x mlflow models serve": gateway["rps"] >= 15 * mlflow_rps,
-        ">= 0.7x bare Starlette": gateway["rps"] >= 0.7 * bare8,
-        "p99 <= 10 ms at 8 connections": gateway["p99_ms"] <= 10,
-        "no failed requests": all(r["failed"] == 0 for k, r in results.items() if "1000" not in k),
-    }
+    for answered, records, segments in logged:
+        console.print(f"request log: {records:,} records in {segments:,} segments for {answered:,} answered requests")
+    checks: dict[str, bool] = {}
+    on = "rung serve (log on)" if args.log == "both" else "rung serve"
+    gateway = results.get(f"{on} · 8 conn")
+    if gateway and mlflow_rps and bare8:
+        checks |= {
+            ">= 15x mlflow models serve": gateway["rps"] >= 15 * mlflow_rps,
+            ">= 0.7x bare Starlette": gateway["rps"] >= 0.7 * bare8,
+        }
+    if gateway:
+        checks["p99 <= 10 ms at 8 connections"] = gateway["p99_ms"] <= 10
+    checks["no failed requests"] = all(r["failed"] == 0 for k, r in results.items() if "1000" not in k)
+    if logged:
+        checks["every answered request is in the request log"] = all(records >= answered for answered, records, _ in logged)
+    if args.log == "both":
+        for name in ("rung serve · 8 conn", "rung serve (OIP v2) · 8 conn", "rung serve · 1000 conn"):
+            server, load = name.split(" · ")
+            on_runs, off_runs = runs[f"{server} (log on) · {load}"], runs[f"{server} (log off) · {load}"]
+            # each round loaded the two gateways back to back: compare them pairwise, then take the median
+            cost = statistics.median(1 - a["rps"] / b["rps"] for a, b in zip(on_runs, off_runs))
+            on_p99, off_p99 = results[f"{server} (log on) · {load}"]["p99_ms"], results[f"{server} (log off) · {load}"]["p99_ms"]
+            cpu = statistics.median(a["cpu_us"] / b["cpu_us"] - 1 for a, b in zip(on_runs, off_runs))
+            console.print(f"request log cost, {name}: {cost:+.1%} of req/s (median of {len(on_runs)} pairs), "
+                          f"{cpu:+.1%} CPU per request (gateway and its workers); p99 {on_p99:.1f} vs {off_p99:.1f} ms")
+            checks[f"request log costs <= 10% of req/s, {name}"] = cost <= 0.10
     for name, ok in checks.items():
         console.print(f"{'[green]pass[/]' if ok else '[red]FAIL[/]'}  {name}")
     if args.check and not all(checks.values()):
         sys.exit(1)
+
+
+def _median(found: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in found) for key in found[0]}
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a process and everything it started (the gateway, its model workers)."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _logged(root: Path) -> tuple[int, int]:
+    """Records and segments in a request-log directory."""
+    import pyarrow.parquet as pq
+
+    files = list(root.rglob("*.parquet"))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files), len(files)
 
 
 def _wait_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:

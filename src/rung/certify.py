@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from rung.delivery.clock import Clock
     from rung.project import Project
     from rung.serving.loader import Column, LoadedModel
     from rung.store.records import ModelVersionRecord
@@ -567,15 +568,17 @@ def _input_types(model: LoadedModel | None, inputs: pd.DataFrame) -> dict[str, b
     return {str(c): inputs[c].dtype.kind in "biuf" for c in inputs.columns}
 
 
-def certify(project: Project, ref: str, *, actor: str = "cli", skip_tests: bool = False) -> CertificationReport:
+def certify(project: Project, ref: str, *, actor: str = "cli", skip_tests: bool = False, clock: Clock | None = None,
+            chain: str | None = None) -> CertificationReport:
     """Run every check on ``ref`` (``NAME:VERSION``), record the verdict, return the report.
 
     Raises :class:`~rung.errors.ModelVersionNotFound`,
     :class:`~rung.errors.TrackingError` or :class:`~rung.errors.CertificationError`
     when the gate cannot run; a version that fails a check is a report
-    with ``certified`` false, never an exception.
+    with ``certified`` false, never an exception. ``clock`` stamps the verdict
+    (the demo's simulated time); ``chain`` ties it to the retraining that asked.
     """
-    started_at = datetime.now(timezone.utc)
+    started_at = clock.now() if clock is not None else datetime.now(timezone.utc)
     clock = time.perf_counter()
     settings = project.settings.certify
     record = project.model_version(ref)
@@ -611,7 +614,7 @@ def certify(project: Project, ref: str, *, actor: str = "cli", skip_tests: bool 
         started_at=started_at,
         duration_s=time.perf_counter() - clock,
     )
-    _record(project, report, actor)
+    _record(project, report, actor, chain)
     return report
 
 
@@ -628,9 +631,10 @@ def _schema_against(project: Project, model: LoadedModel, champion: ModelVersion
                         champion_ref=champion.ref)
 
 
-def _record(project: Project, report: CertificationReport, actor: str) -> None:
+def _record(project: Project, report: CertificationReport, actor: str, chain: str | None) -> None:
     """The audit event first (it holds the whole report), then the tags a controller reads from MLflow."""
-    project.store.append_event("certification", actor=actor, subject=report.ref, data=report.to_dict(), time=report.started_at)
+    project.store.append_event("certification", actor=actor, subject=report.ref, data=report.to_dict(), time=report.started_at,
+                               chain=chain)
     project.tracking.set_version_tags(
         report.name,
         report.version,

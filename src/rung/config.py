@@ -21,6 +21,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rung.errors import ConfigError
+from rung.monitor.alerts import AlertSettings, Duration
+from rung.monitor.drift import DriftSettings
+from rung.triggers.settings import TriggerSettings
 
 __all__ = ["Settings", "load_settings", "PROJECT_FILE", "find_project_root"]
 
@@ -134,6 +137,27 @@ class DeploySettings(_Section):
     canary: CanarySettings = Field(default_factory=CanarySettings)
     ab: AbSettings = Field(default_factory=AbSettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+
+
+class RequestLogSettings(_Section):
+    """The gateway's request log: Parquet segments under ``path``, one file per model and day every ``flush_s``."""
+
+    enabled: bool = True  # false: nothing is recorded (rollouts then have no evidence to judge)
+    path: str | None = None  # relative to the project; default .rung/requests
+    capacity: int = Field(default=100_000, ge=1)  # records queued in memory; beyond it they are dropped and counted
+    flush_s: float = Field(default=0.5, gt=0, le=60)  # a segment is written this often (when there is something to write)
+
+
+class MonitorSettings(_Section):
+    """What the loop watches in production, window by window (see ``docs/monitoring.md``)."""
+
+    request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
+    window_s: Duration = Field(default=3600.0, gt=0, alias="window")  # length of a monitoring window: 1h, 1d ...
+    label_delay_s: Duration = Field(default=86400.0, ge=0, alias="label_delay")  # windows are re-checked as labels arrive, this long
+    min_rows: int = Field(default=100, ge=1)  # answered requests a window needs before drift is computed
+    min_labels: int = Field(default=30, ge=1)  # requests with feedback a window needs before live metrics are computed
+    max_backfill: int = Field(default=48, ge=1)  # windows caught up at most, after the scheduler was down
+    drift: DriftSettings = Field(default_factory=DriftSettings)  # windows use distances unless a method is set here
 
 
 class Bound(_Section):
@@ -261,6 +285,9 @@ class Settings(_Section):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    triggers: TriggerSettings = Field(default_factory=TriggerSettings)
     certify: CertifySettings = Field(default_factory=CertifySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
 
@@ -391,6 +418,8 @@ def _describe(exc: ValidationError) -> str:
             lines.append(f"{PROJECT_FILE}: {loc}: unknown key; remove it or check its spelling (see docs/configuration.md)")
         elif kind == "missing":
             lines.append(f"{PROJECT_FILE}: {loc}: required key is missing")
+        elif isinstance(given, (dict, list)):  # a whole section: it may hold a secret (a webhook URL), and the key says where
+            lines.append(f"{PROJECT_FILE}: {loc}: {error['msg']}")
         else:
             lines.append(f"{PROJECT_FILE}: {loc}: {error['msg']} (got {given!r})")
     return lines[0] if len(lines) == 1 else lines[0] + f" (and {len(lines) - 1} more: " + "; ".join(lines[1:]) + ")"

@@ -23,7 +23,10 @@ what to do), because the CLI prints it as one line.
     ├── IntegrityError              model files do not match their recorded sha256
     ├── CertificationError          `rung certify` could not run its checks (exit 2)
     ├── AuthError                   a missing, unknown or under-privileged API token
-    └── StaleRoute                  a routing table changed under a writer
+    ├── StaleRoute                  a routing table changed under a writer
+    ├── DeployRefused               a deploy, rollback or approval that cannot happen as asked
+    ├── StaleDeployment             a rollout changed under a writer
+    └── DriftError                  a drift comparison cannot run (no reference, nothing in common)
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ __all__ = [
     "CertificationError",
     "AuthError",
     "StaleRoute",
+    "DeployRefused",
+    "StaleDeployment",
+    "DriftError",
 ]
 
 
@@ -156,3 +162,7 @@ class DeployRefused(RungError):
 
 class StaleDeployment(RungError):
     """A rollout changed since it was read (another controller or a user moved it); read it again."""
+
+
+class DriftError(RungError):
+    """A drift comparison cannot run: no reference, no current rows, nothing in common, an unreadable file."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from rung.certify import CertificationReport
+    from rung.delivery.clock import Clock
     from rung.pipeline.step import StepContext
     from rung.tracking import Tracking
 
@@ -323,8 +324,9 @@ class Project:
 
         return reproduce(self, ref, tolerance=tolerance, on_update=on_update)
 
-    def certify(self, ref: str, *, actor: str = "api", skip_tests: bool = False) -> CertificationReport:
+    def certify(self, ref: str, *, actor: str = "api", skip_tests: bool = False, clock: Clock | None = None,
+                chain: str | None = None) -> CertificationReport:
         """Run the release gate on ``ref`` and record its verdict (see :mod:`rung.certify`)."""
         from rung.certify import certify
 
-        return certify(self, ref, actor=actor, skip_tests=skip_tests)
+        return certify(self, ref, actor=actor, skip_tests=skip_tests, clock=clock, chain=chain)

@@ -164,12 +164,3 @@ def test_python_api(tmp_path: Path) -> None:
     # rung used as a library leaves the caller's MLflow settings alone
     assert {k: os.environ.get(k) for k in before} == before
     project.close()
-
-
-def test_demo_runs_and_keeps_the_project(tmp_path: Path) -> None:
-    result = rung_cli("demo", "--keep", str(tmp_path / "demo"))
-    assert result.returncode == 0, result.stderr
-    assert "7/7 steps from the cache" in result.stdout
-    assert "churn:1" in result.stdout or "churn" in result.stdout
-    runs = _json(rung_cli("runs", "--json", cwd=tmp_path / "demo"))
-    assert len(runs) == 2 and runs[0]["cache_hits"] == 7

@@ -2,8 +2,9 @@
 
 Traffic is simulated the way the gateway would log it: each request is
 routed by the current routing table (the real, pure choice function) and
-its outcome written to the request log, with timestamps from the manual
-clock, so windows of minutes take no real time.
+its outcome written to the request log (Parquet segments, through the
+gateway's own writer), with timestamps from the manual clock, so windows of
+minutes take no real time.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from rung.delivery import feedback
 from rung.delivery.clock import ManualClock
 from rung.delivery.controller import Controller
 from rung.delivery.rollout import approve, current, deploy, rollback
 from rung.errors import ConfigError, DeployRefused
+from rung.monitor.logreader import RequestLogReader
+from rung.monitor.requestlog import RequestLog, log_root
 from rung.project import Project
 from rung.serving.routing import RoutingTable, set_routing, single_version
 from rung.store import Deployment, schema
@@ -64,8 +68,9 @@ def project(two_versions: Path) -> Project:
     project = Project.open(two_versions)
     store = project.store
     with store.engine.begin() as conn:
-        for table in (schema.deployments, schema.requests, schema.feedback, schema.leases):
+        for table in (schema.deployments, schema.feedback, schema.leases):
             conn.execute(table.delete())
+    shutil.rmtree(log_root(project), ignore_errors=True)
     set_routing(store, single_version("churn", 1), actor="test", reason="reset")
     project.tracking.set_alias("churn", "champion", 1)
     if "challenger" in project.tracking.aliases().get("churn", {}):
@@ -78,6 +83,7 @@ class Traffic:
 
     def __init__(self, project: Project, clock: ManualClock, seed: int = 0) -> None:
         self.project, self.clock = project, clock
+        self.log = RequestLog(log_root(project), clock=clock)  # not started: send() writes its segment itself
         self.rng = np.random.default_rng(seed)
         self.count = 0
         self.served: dict[int, int] = {}
@@ -86,7 +92,7 @@ class Traffic:
              accuracy: dict[int, float] | None = None, feedback: bool = False) -> None:
         record = self.project.store.route("churn")
         table = RoutingTable.from_record(record)
-        rows, labels = [], []
+        labels = []
         for _ in range(n):
             self.count += 1
             rid = f"r{self.count}"
@@ -95,17 +101,16 @@ class Traffic:
                 bad = version == candidate
                 score = float(np.clip(self.rng.beta(2, 5) + (shift if bad else 0.0), 0, 1))
                 prediction = int(score > 0.5)
-                rows.append({"request_id": rid, "time": self.clock.now(), "model": "churn", "version": version,
-                             "variant": variant.name if not shadow else "shadow", "shadow": shadow,
-                             "status": 500 if bad and self.rng.random() < errors else 200,
-                             "latency_ms": float(self.rng.gamma(4, 1.0)) + (slow_ms if bad else 0.0),
-                             "prediction": str(prediction), "score": score})
+                self.log.record(rid, "churn", version, variant.name if not shadow else "shadow", shadow=shadow,
+                                status=500 if bad and self.rng.random() < errors else 200,
+                                latency_s=(float(self.rng.gamma(4, 1.0)) + (slow_ms if bad else 0.0)) / 1000,
+                                predictions=[prediction], scores=[score])
                 if not shadow:
                     self.served[version] = self.served.get(version, 0) + 1
                     if feedback and accuracy:
                         right = self.rng.random() < accuracy[version]
                         labels.append((rid, float(prediction if right else 1 - prediction)))
-        self.project.store.log_requests(rows)
+        self.log.flush()
         if labels:
             self.project.store.add_feedback(labels, source="test", time=self.clock.now())
 
@@ -364,16 +369,19 @@ def test_killed_at_every_point_of_a_rollout_it_converges(project: Project) -> No
     print(f"crash points exercised: {crashed_at}")
 
 
-def test_feedback_is_idempotent_and_refuses_unknown_ids(project: Project) -> None:
+def test_feedback_is_idempotent_and_keeps_ids_the_log_does_not_hold(project: Project) -> None:
     clock = ManualClock()
     Traffic(project, clock).send(3)
     store = project.store
-    first = store.add_feedback([("r1", 1.0), ("r2", 0.0)], source="test", time=clock.now())
-    assert first["accepted"] == ["r1", "r2"]
-    again = store.add_feedback([("r1", 1.0), ("r2", 1.0), ("nope", 1.0)], source="test", time=clock.now())
-    assert again == {"accepted": [], "duplicate": ["r1"], "conflict": ["r2"], "unknown": ["nope"]}
+    reader = RequestLogReader(log_root(project))
+    first = feedback.record(store, [("r1", 1.0), ("r2", 0.0)], source="test", clock=clock, log=reader)
+    assert first == {"accepted": ["r1", "r2"], "duplicate": [], "conflict": [], "unmatched": []}
+    again = feedback.record(store, [("r1", 1.0), ("r2", 1.0), ("nope", 1.0)], source="test", clock=clock, log=reader)
+    assert again == {"accepted": ["nope"], "duplicate": ["r1"], "conflict": ["r2"], "unmatched": ["nope"]}
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(schema.feedback.c.value).where(schema.feedback.c.request_id == "r2")).scalar() == 0.0
+        models = dict(conn.execute(sa.select(schema.feedback.c.request_id, schema.feedback.c.model)).all())
+    assert models == {"r1": "churn", "r2": "churn", "nope": ""}  # the model, when the log named it
 
 
 def test_cli_errors_are_one_line_and_change_nothing(project: Project) -> None:

@@ -341,8 +341,13 @@ def test_a_killed_model_worker_costs_a_retry_not_the_gateway(served: Served) -> 
 
 
 def test_sigterm_drains_and_exits(served: Served) -> None:
-    """Requests keep coming while SIGTERM arrives: each is refused or fully answered, never cut off."""
+    """Requests keep coming while SIGTERM arrives: each is refused or fully answered, never cut off, and logged."""
+    from datetime import datetime, timezone
+
+    from rung.monitor.logreader import RequestLogReader
+
     outcomes: list[str] = []
+    answered: list[str] = []
     stop = threading.Event()
 
     def call() -> None:
@@ -350,6 +355,8 @@ def test_sigterm_drains_and_exits(served: Served) -> None:
             try:  # a new connection each time: a request is either refused or accepted
                 response = httpx.post(f"{served.url}/v2/models/churn/infer", json=oip([ROW] * 20), timeout=30)
                 outcomes.append(str(response.status_code))
+                if response.status_code == 200:
+                    answered.append(response.headers["x-request-id"])
             except httpx.ConnectError:
                 outcomes.append("refused")
                 return
@@ -368,3 +375,9 @@ def test_sigterm_drains_and_exits(served: Served) -> None:
     for t in threads:
         t.join()
     assert set(outcomes) <= {"200", "refused"}, [o for o in outcomes if o not in ("200", "refused")]
+    # the shutdown wrote out the request log: every answered request, one record per row, with its inputs
+    logged = RequestLogReader(served.root / ".rung" / "requests").window(
+        "churn", datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
+    mine = logged[logged["request_id"].isin(answered) & ~logged["shadow"]]
+    assert len(mine) == 20 * len(answered) and set(mine["row"]) == set(range(20))
+    assert (mine["contract"] == ROW["contract"]).all() and (mine["age"] == ROW["age"]).all()

@@ -103,16 +103,14 @@ def test_rollouts_move_by_compare_and_set_and_a_deploy_supersedes(store: Metadat
     assert kinds == ["deploy", "rollout", "rollout", "deploy"]
 
 
-def test_request_log_feedback_and_lease(store: MetadataStore) -> None:
-    rows = [{"request_id": f"r{i}", "time": NOW, "model": "churn", "version": 1 + i % 2, "variant": "x", "shadow": False,
-             "status": 200, "latency_ms": 3.0, "prediction": "1", "score": 0.7} for i in range(4)]
-    store.log_requests(rows)
-    outcome = store.add_feedback([("r0", 1.0), ("r0", 1.0), ("r1", 0.0), ("zz", 1.0)], source="t", time=NOW)
-    assert outcome == {"accepted": ["r0", "r1"], "duplicate": ["r0"], "conflict": [], "unknown": ["zz"]}
+def test_feedback_and_lease(store: MetadataStore) -> None:
+    # Feedback is not checked against the request log (Parquet files): any id is kept, first value stands.
+    outcome = store.add_feedback([("r0", 1.0), ("r0", 1.0), ("r1", 0.0), ("zz", 1.0)], source="t", time=NOW,
+                                 models={"r0": "churn", "r1": "churn"})
+    assert outcome == {"accepted": ["r0", "r1", "zz"], "duplicate": ["r0"], "conflict": []}
     assert store.add_feedback([("r1", 1.0)], source="t", time=NOW)["conflict"] == ["r1"]
-    window = store.request_window("churn", NOW, NOW.replace(minute=1))
-    assert sorted((r["request_id"], r["value"]) for r in window) == [("r0", 1.0), ("r1", 0.0), ("r2", None), ("r3", None)]
-    assert store.served("r1")[0]["feedback"] == 0.0
+    assert store.feedback_values(["r0", "r1", "zz", "r2#3", "nope"]) == {"r0": 1.0, "r1": 0.0, "zz": 1.0}
+    assert store.feedback_values([f"id{i}" for i in range(2500)]) == {}  # chunked IN lists
     assert store.acquire_lease("controller", "a", now=NOW, ttl_s=10)
     assert not store.acquire_lease("controller", "b", now=NOW.replace(second=5), ttl_s=10)
     assert store.acquire_lease("controller", "a", now=NOW.replace(second=5), ttl_s=10)  # renewal

@@ -13,6 +13,8 @@ import typer
 
 from rung.cli import certify as _certify
 from rung.cli import deliver as _deliver
+from rung.cli import drift as _drift
+from rung.cli import loop as _loop
 from rung.cli import models as _models
 from rung.cli import project as _project
 from rung.cli import serve as _serve
@@ -42,6 +44,8 @@ _models.register(app)
 _certify.register(app)
 _serve.register(app)
 _deliver.register(app)
+_loop.register(app)
+_drift.register(app)
 
 
 def main() -> None:

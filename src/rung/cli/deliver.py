@@ -114,7 +114,7 @@ def approve(name: str = typer.Argument(..., help="Model name."), project_dir: Op
 
 def history(
     name: str = typer.Argument(..., help="Model name."),
-    request: Optional[str] = typer.Option(None, "--request", help="Which version answered this request id."),
+    request: Optional[str] = typer.Option(None, "--request", help="Which version answered this request id (REQ#3: row 3 of it)."),
     project_dir: Optional[Path] = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -123,15 +123,19 @@ def history(
 
     project = open_project(project_dir)
     if request:
-        served = [r for r in project.store.served(request) if r["model"] == name]
+        from rung.monitor.logreader import served as who_served
+
+        served = who_served(project, request, model=name)
         if as_json:
             print_json(served)
             return
         if not served:
             raise typer.BadParameter(f"no request {request!r} of {name} in the request log", param_hint="--request")
+        rows = any(r["row"] for r in served)
         for r in served:
             role = "shadow copy" if r["shadow"] else "answered"
-            console.print(f"{fmt_time(r['time'])}  {name}:{r['version']} ({r['variant']}) {role}: status {r['status']}, "
+            row = f" row {r['row']}" if rows else ""
+            console.print(f"{fmt_time(r['time'])}  {name}:{r['version']} ({r['variant']}) {role}{row}: status {r['status']}, "
                           f"{r['latency_ms']:.1f} ms, prediction {r['prediction']}"
                           + (f", feedback {r['feedback']:g}" if r["feedback"] is not None else ""))
         return
@@ -200,18 +204,24 @@ def controller(
 @feedback_app.command("import")
 def feedback_import(
     file: Path = typer.Argument(..., help="CSV or Parquet with columns request_id and value."),
+    lookback_days: float = typer.Option(7.0, "--lookback-days", min=0,
+                                        help="How many days of the request log to look the ids up in."),
     project_dir: Optional[Path] = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Record feedback in bulk: accepted, duplicates (no change), conflicts and unknown ids are counted."""
+    """Record feedback in bulk: accepted, duplicates (no change), conflicts, and ids not (yet) in the request log."""
     from rung.delivery import feedback
+    from rung.monitor.logreader import RequestLogReader
+    from rung.monitor.requestlog import log_root
 
     project = open_project(project_dir)
-    outcome = feedback.record(project.store, feedback.read_file(file), source=f"file:{file.name}")
+    outcome = feedback.record(project.store, feedback.read_file(file), source=f"file:{file.name}",
+                              log=RequestLogReader(log_root(project)), lookback_days=lookback_days)
     counts = {k: len(v) for k, v in outcome.items()}
     if as_json:
-        print_json(counts | {"unknown_ids": outcome["unknown"][:100], "conflict_ids": outcome["conflict"][:100]})
+        print_json(counts | {"unmatched_ids": outcome["unmatched"][:100], "conflict_ids": outcome["conflict"][:100]})
         return
     console.print(", ".join(f"{v:,} {k}" for k, v in counts.items()))
-    if outcome["unknown"]:
-        console.print(f"unknown request ids (first 5): {', '.join(outcome['unknown'][:5])}")
+    if outcome["unmatched"]:
+        console.print(f"unmatched: not answered in the last {lookback_days:g} days of the request log (kept; joined when "
+                      f"their request is read). First 5: {', '.join(outcome['unmatched'][:5])}")

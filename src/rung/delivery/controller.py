@@ -105,9 +105,11 @@ class Controller:
         return self._shadow(deployment)
 
     def _window(self, deployment: Deployment, *, shadow: bool = False) -> tuple[analysis.Arm, analysis.Arm, dict[str, Any]]:
+        from rung.monitor.logreader import request_window  # the Parquet request log, with feedback joined
+
         now = self.clock.now()
         since = deployment.step_started_at
-        rows = self.store.request_window(deployment.model, since, now)
+        rows = request_window(self.project, deployment.model, since, now)
         candidate, champion = analysis.arms(rows, deployment.version, deployment.baseline,
                                             outcome=deployment.plan["outcome"], shadow=shadow)
         return candidate, champion, {"since": since.isoformat(), "until": now.isoformat()}

@@ -2,21 +2,37 @@
 
 One item is ``{"request_id": ..., "value": number}``: the true label of a
 classifier with numeric classes, the true value of a regression, or a
-reward/conversion (``deploy.outcome: reward``). It joins the request log by
-request id. Sending the same value again is harmless (``duplicate``); a
-different value for a request that has one is refused (``conflict``: the
-first word stands); an id the request log does not know is ``unknown``.
+reward/conversion (``deploy.outcome: reward``). The id is the request id for
+a single-row request (or row 0 of any request), ``REQ#<row>`` for another
+row of a multi-row request (see :mod:`rung.monitor.requestlog`).
+
+Feedback is stored in the metadata store and joined to the request log when
+the log is read, so it may arrive before the log segment holding its
+request (another gateway's segment, written a moment later), or long after.
+Sending the same value again is harmless (``duplicate``); a different value
+for an id that has one is refused (``conflict``: the first word stands).
+
+Whether the request is in the log is checked only where a scan is affordable:
+``rung feedback import`` looks the ids up in the last ``lookback_days`` of
+the log (one DuckDB join over those days' ``request_id`` and ``row``
+columns) and reports those it did not find as ``unmatched`` (kept all the
+same). ``POST /v2/feedback`` does not scan the log on a request path: its
+answer says ``"unmatched": null`` (not checked).
 """
 
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rung.delivery.clock import SYSTEM, Clock
 from rung.errors import ConfigError, DataError
 from rung.store import MetadataStore
+
+if TYPE_CHECKING:
+    from rung.monitor.logreader import RequestLogReader
 
 __all__ = ["parse_items", "record", "read_file"]
 
@@ -49,9 +65,19 @@ def parse_items(body: Any) -> list[tuple[str, float]]:
     return pairs
 
 
-def record(store: MetadataStore, items: list[tuple[str, float]], *, source: str, clock: Clock = SYSTEM) -> dict[str, list[str]]:
-    """Store feedback; what happened to each request id (accepted, duplicate, conflict, unknown)."""
-    return store.add_feedback(items, source=source, time=clock.now())
+def record(store: MetadataStore, items: list[tuple[str, float]], *, source: str, clock: Clock = SYSTEM,
+           log: RequestLogReader | None = None, lookback_days: float = 7.0) -> dict[str, list[str]]:
+    """Store feedback; what happened to each id: ``accepted``, ``duplicate``, ``conflict``.
+
+    With ``log``, also ``unmatched``: the accepted ids not answered in the
+    last ``lookback_days`` of the request log (kept: they join when read).
+    """
+    now = clock.now()
+    models = log.match([request_id for request_id, _ in items], since=now - timedelta(days=lookback_days)) if log else {}
+    outcome = store.add_feedback(items, source=source, time=now, models=models)
+    if log is not None:
+        outcome["unmatched"] = [request_id for request_id in outcome["accepted"] if request_id not in models]
+    return outcome
 
 
 def read_file(path: Path) -> list[tuple[str, float]]:

@@ -42,13 +42,14 @@ def certification(project: Project, ref: str) -> dict[str, Any] | None:
 
 
 def deploy(project: Project, ref: str, *, strategy: str | None = None, force: bool = False, actor: str = "cli",
-           reason: str | None = None, clock: Clock = SYSTEM) -> Deployment:
+           reason: str | None = None, clock: Clock = SYSTEM, chain: str | None = None) -> Deployment:
     """Start rolling out ``ref`` (``NAME:VERSION``); a running rollout of the same model is superseded.
 
     Refused (:class:`~rung.errors.DeployRefused`) for a version that is not
     certified, unless ``force`` (recorded in the event), and for the version
     that is already the champion. The first deploy of a model has nothing to
-    compare against and goes ``direct``.
+    compare against and goes ``direct``. ``chain`` ties the rollout's events to
+    the retraining that started it (``rung timeline``).
     """
     record = project.model_version(ref)
     settings = project.settings.deploy
@@ -67,7 +68,7 @@ def deploy(project: Project, ref: str, *, strategy: str | None = None, force: bo
     if champion is None:
         strategy = "direct"
     now = clock.now()
-    plan = _plan(project, strategy)
+    plan = _plan(project, strategy) | ({"chain": chain} if chain else {})
     deployment = Deployment(
         id=uuid.uuid4().hex, model=record.name, version=record.version, baseline=champion, strategy=strategy,
         state="running", step=0, step_started_at=now, extensions=0, plan=plan, evidence={}, forced=force and not certified,
@@ -79,7 +80,7 @@ def deploy(project: Project, ref: str, *, strategy: str | None = None, force: bo
         data["note"] = f"{requested} asked, but {record.name} has no champion to compare with: direct"
     project.store.create_deployment(
         deployment,
-        event={"kind": "deploy", "actor": actor, "subject": record.name, "data": data, "time": now},
+        event={"kind": "deploy", "actor": actor, "subject": record.name, "data": data, "time": now, "chain": chain},
         superseded_event={"kind": "rollout", "actor": actor, "time": now,
                           "data": {"to": "superseded", "why": f"superseded by a deploy of {record.ref}"}},
     )
@@ -118,7 +119,8 @@ def move(project: Project, deployment: Deployment, changes: dict[str, Any], *, a
             "weight_before": weight(deployment), "weight_after": weight(after), "why": why}
     if evidence is not None:
         data["evidence"] = evidence
-    event = {"kind": "rollout", "actor": actor, "subject": deployment.model, "time": now, "data": data}
+    event = {"kind": "rollout", "actor": actor, "subject": deployment.model, "time": now, "data": data,
+             "chain": deployment.plan.get("chain")}
     return project.store.transition(deployment.id, deployment.revision, changes, event)
 
 

@@ -1,7 +1,9 @@
 """Gateway routes for delivery: feedback (``/v2/feedback``) and rollouts (``/api/deployments``).
 
 Feedback is open like prediction (a viewer token when ``serve.protect_predict``);
-rollouts need a deployer token to change and a viewer token to read.
+rollouts need a deployer token to change and a viewer token to read. Feedback
+for a request the log does not hold (yet) is kept: the join happens when the
+log is read (see :mod:`rung.delivery.feedback`).
 """
 
 from __future__ import annotations
@@ -46,17 +48,13 @@ def control_routes(gateway: Gateway, guarded: Any) -> list[Route]:
         except ConfigError as exc:
             message = str(exc)
             return _error(422, message, message.split(":")[0])
-        outcome = await asyncio.to_thread(feedback.record, gateway.store, items, source="http")
-        if len(items) == 1 and not (isinstance(body, dict) and "feedback" in body):
-            request_id = items[0][0]
-            if outcome["unknown"]:
-                return _error(404, f"no request {request_id!r} in the request log (it is written within a second of "
-                                   "the answer; retry later if the request was just made)", "request_id")
-            if outcome["conflict"]:
-                return _error(409, f"request {request_id!r} already has a different feedback value; the first one stands",
-                              "value")
-        counts = {k: len(v) for k, v in outcome.items()}
-        return _json(counts | {"unknown_ids": outcome["unknown"][:100], "conflict_ids": outcome["conflict"][:100]})
+        outcome = await asyncio.to_thread(feedback.record, gateway.store, items, source="http", clock=gateway.clock)
+        if len(items) == 1 and not (isinstance(body, dict) and "feedback" in body) and outcome["conflict"]:
+            return _error(409, f"request {items[0][0]!r} already has a different feedback value; the first one stands",
+                          "value")
+        counts: dict[str, Any] = {k: len(v) for k, v in outcome.items()}
+        # Not checked against the request log here (that needs a scan); it is joined when the log is read.
+        return _json(counts | {"unmatched": None, "conflict_ids": outcome["conflict"][:100]})
 
     async def list_deployments(request: Request, actor: str) -> Response:
         model = request.query_params.get("model")

@@ -33,13 +33,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rung import __version__
+from rung.delivery.clock import SYSTEM, Clock
 from rung.errors import AuthError, ConfigError, DeployRefused, NotFound, RungError, StaleDeployment, StaleRoute
 from rung.serving import auth
 from rung.serving.batching import Runtime
 from rung.serving.control import control_routes
 from rung.serving.loader import InputError, LoadedModel, load_version
+from rung.monitor.requestlog import open_request_log
 from rung.serving.metrics import GatewayMetrics
-from rung.serving.requestlog import RequestLog
 from rung.serving.worker import ModelWorker, WorkerDied
 from rung.serving.protocols import check_columns, oip_datatype, oip_outputs, parse_mlflow, parse_oip, to_jsonable
 from rung.serving.routing import RoutingTable, set_routing, single_version
@@ -63,10 +64,16 @@ class HTTPError(Exception):
 
 
 class Gateway:
-    """The serving state of one project: loaded versions and routing tables."""
+    """The serving state of one project: loaded versions and routing tables.
 
-    def __init__(self, project: Project) -> None:
+    ``clock`` stamps the request log (and feedback): an in-process gateway
+    under a manual clock logs simulated time, so the demo and tests judge
+    rollouts over hours that take seconds.
+    """
+
+    def __init__(self, project: Project, *, clock: Clock = SYSTEM) -> None:
         self.project = project
+        self.clock = clock
         self.settings = project.settings.serve
         self.store = project.store
         self.metrics = GatewayMetrics()
@@ -80,14 +87,15 @@ class Gateway:
         self.max_body = int(self.settings.max_body_mb * 1024 * 1024)
         self._refresh_task: asyncio.Task[None] | None = None
         self._token_cache: dict[str, tuple[float, str]] = {}
-        self.requests = RequestLog(self.store, on_drop=lambda n: self.metrics.log_dropped.inc(n))
+        self.requests = open_request_log(project, clock=clock, on_drop=self.metrics.log_dropped.inc)  # None: off
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self._ensure_default_route)
         await self.refresh()
-        self.requests.start()
+        if self.requests is not None:
+            self.requests.start()
         self.ready = True
         self._refresh_task = asyncio.create_task(self._refresh_forever())
 
@@ -99,7 +107,8 @@ class Gateway:
                 await self._refresh_task
         for runtime in self.runtimes.values():
             runtime.close()
-        await asyncio.to_thread(self.requests.stop)  # flush what is queued
+        if self.requests is not None:
+            await asyncio.to_thread(self.requests.stop)  # write what is queued
 
     def _ensure_default_route(self) -> None:
         """A project model without a routing table is served by its ``champion``."""
@@ -254,6 +263,7 @@ class Gateway:
         model = runtime.model
         started = time.perf_counter()
         outputs: dict[str, Any] | None = None
+        columns = raw
         try:
             columns = check_columns(_without_key(raw, runtime, self.settings.key_field), model.columns)
             outputs = await runtime.predict(columns, rows)
@@ -264,20 +274,20 @@ class Gateway:
         finally:
             self.shadow_pending -= 1
         self.metrics.shadow.labels(model.name, str(model.version), outcome).inc()
-        self.log(request_id, model, variant, 500 if outputs is None else 200, time.perf_counter() - started, outputs, shadow=True)
+        self.log(request_id, model, variant, 500 if outputs is None else 200, time.perf_counter() - started, outputs,
+                 columns, rows, shadow=True)
 
     def log(self, request_id: str, model: LoadedModel, variant: str, status: int, seconds: float,
-            outputs: dict[str, Any] | None, *, shadow: bool = False) -> None:
-        """One request-log record: the first row's prediction and score stand for the request."""
-        prediction = score = None
+            outputs: dict[str, Any] | None, columns: dict[str, list[Any]], rows: int, *, shadow: bool = False) -> None:
+        """Hand one request to the request log: references only, converted off the event loop."""
+        requests = self.requests
+        if requests is None:
+            return
+        predictions = scores = None
         if outputs is not None:
-            prediction = to_jsonable(outputs["predict"][:1])[0] if len(outputs["predict"]) else None
-            if "proba" in outputs and len(outputs["proba"]):
-                score = float(outputs["proba"][0])
-            elif isinstance(prediction, (int, float)):
-                score = float(prediction)
-        self.requests.record(request_id, model.name, model.version, variant, status=status, latency_s=seconds,
-                             prediction=prediction, score=score, shadow=shadow)
+            predictions, scores = outputs["predict"], outputs.get("proba")
+        requests.record(request_id, model.name, model.version, variant, status=status, latency_s=seconds, rows=rows,
+                        predictions=predictions, scores=scores, features=columns, shadow=shadow)
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -341,9 +351,9 @@ def _version_param(request: Request) -> int | None:
     return int(raw)
 
 
-def create_app(project: Project) -> Starlette:
+def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
     """The gateway's ASGI app for ``project`` (``rung serve`` runs it under uvicorn)."""
-    gateway = Gateway(project)
+    gateway = Gateway(project, clock=clock)
     settings = gateway.settings
 
     async def predict(request: Request, protocol: str) -> Response:
@@ -367,7 +377,7 @@ def create_app(project: Project) -> Starlette:
             try:
                 outputs = await runtime.predict(columns, rows)
             except Exception:
-                gateway.log(request_id, runtime.model, variant, 500, time.perf_counter() - started, None)
+                gateway.log(request_id, runtime.model, variant, 500, time.perf_counter() - started, None, columns, rows)
                 raise
             if table.shadows:
                 gateway.shadow(table, raw, rows, outputs, request_id)
@@ -407,7 +417,7 @@ def create_app(project: Project) -> Starlette:
                 body_out["probabilities"] = to_jsonable(outputs["proba"])
         elapsed = time.perf_counter() - started
         gateway.metrics.observe(model.name, model.version, variant, protocol, 200, elapsed)
-        gateway.log(request_id, model, variant, 200, elapsed, outputs)
+        gateway.log(request_id, model, variant, 200, elapsed, outputs, columns, rows)
         return _json(body_out, headers=headers)
 
     def endpoint(protocol: str) -> Any:

@@ -41,7 +41,7 @@ class GatewayMetrics:
         )
         self.errors = Counter("rung_request_errors", "Rejected requests by status", ["status"], registry=self.registry)
         self.routing_revision = Gauge("rung_routing_revision", "Routing table revision in effect", ["model"], registry=self.registry)
-        self.log_dropped = Counter("rung_request_log_dropped", "Request-log records dropped (queue full or store away)",
+        self.log_dropped = Counter("rung_request_log_dropped", "Request-log records dropped (queue full, or a segment that could not be written)",
                                    registry=self.registry)
         self.routing_lag = Histogram(
             "rung_routing_swap_lag_seconds", "From a routing table's commit in the store to its swap into this gateway",

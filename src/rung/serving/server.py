@@ -2,20 +2,34 @@
 
 On SIGTERM or SIGINT, readiness turns false at once (a load balancer stops
 sending), uvicorn stops accepting connections, requests in flight finish,
-then the process exits.
+the request log writes what it still holds, then the process exits.
+
+:func:`start_gateway` runs the same gateway in a thread of the current
+process (the demo, tests): it can share a manual clock with a controller in
+the same process, so the request log records simulated time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
+import socket
 import sys
+import threading
+import time
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from rung.project import Project
+from rung.delivery.clock import SYSTEM, Clock
 
-__all__ = ["run_gateway"]
+if TYPE_CHECKING:
+    import uvicorn
+
+    from rung.project import Project
+    from rung.serving.gateway import Gateway
+
+__all__ = ["run_gateway", "start_gateway", "RunningGateway"]
 
 ACCEPTED_GRACE_S = 0.3
 
@@ -44,6 +58,13 @@ def run_gateway(project: Project, *, host: str | None = None, port: int | None =
     )
 
     class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)  # the app's startup included: the models are loaded
+            # What is loaded now (libraries, models) lives as long as the process. Frozen, it is left out
+            # of the garbage collector's full passes, which otherwise walk it every time objects of
+            # requests in flight pile up: under 1,000 connections, passes of 0.2 s, a third of the time.
+            gc.freeze()
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             gateway.draining = True  # readiness goes false before anything else
             super().handle_exit(sig, frame)
@@ -60,3 +81,68 @@ def run_gateway(project: Project, *, host: str | None = None, port: int | None =
     server = _Server(config)
     print(f"rung gateway on http://{config.host}:{config.port} (OIP v2 under /v2, MLflow scoring under /invocations; /metrics, /openapi.json)", flush=True)
     server.run()
+
+
+class RunningGateway:
+    """A gateway serving from a thread of this process; :meth:`stop` (or leaving the ``with``) shuts it down."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, gateway: Gateway, url: str) -> None:
+        self.server, self.thread, self.gateway, self.url = server, thread, gateway, url
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Graceful: readiness false, requests in flight finish, the request log is written out."""
+        if not self.thread.is_alive():
+            return
+        self.gateway.draining = True
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+        if self.thread.is_alive():
+            raise RuntimeError(f"the gateway at {self.url} did not stop within {timeout_s:g} s")
+
+    def __enter__(self) -> RunningGateway:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def start_gateway(project: Project, *, host: str = "127.0.0.1", port: int = 0, clock: Clock = SYSTEM,
+                  graceful_s: float = 10.0, ready_s: float = 120.0) -> RunningGateway:
+    """Serve ``project`` from a background thread; returns once it is ready (``port=0``: any free port)."""
+    import uvicorn
+
+    from rung.serving.gateway import create_app
+
+    app = create_app(project, clock=clock)
+    gateway = app.state.gateway
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    bound = listener.getsockname()[1]
+    config = uvicorn.Config(app, loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+                            http="httptools" if importlib.util.find_spec("httptools") else "h11",
+                            access_log=False, log_level="warning", timeout_graceful_shutdown=graceful_s, lifespan="on")
+    server = uvicorn.Server(config)
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            server.run(sockets=[listener])
+        except BaseException as exc:  # reported to the caller waiting for readiness
+            failure.append(exc)
+        finally:
+            listener.close()
+
+    thread = threading.Thread(target=serve, name=f"rung-gateway-{bound}", daemon=True)
+    thread.start()
+    running = RunningGateway(server, thread, gateway, f"http://{'[' + host + ']' if ':' in host else host}:{bound}")
+    deadline = time.monotonic() + ready_s
+    while not (server.started and gateway.ready):
+        if not thread.is_alive():
+            cause = failure[0] if failure else None
+            raise RuntimeError(f"the gateway did not start: {cause or 'see the log'}") from cause
+        if time.monotonic() > deadline:
+            running.stop()
+            raise RuntimeError(f"the gateway at {running.url} was not ready within {ready_s:g} s")
+        time.sleep(0.02)
+    return running

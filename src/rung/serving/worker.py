@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import pickle
+import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
@@ -114,6 +115,8 @@ def _serve(conn: Connection, path: list[str], threads: int) -> None:
 
     from rung.serving.batching import predict_columns
 
+    # Ctrl-C in a terminal reaches the whole process group: the gateway stops its workers itself, after draining
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(threads)
     try:
         model = _receive(conn)

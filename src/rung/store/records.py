@@ -77,6 +77,7 @@ class Event:
     actor: str
     subject: str
     data: dict[str, Any]
+    chain: str | None = None  # the causal chain this event belongs to (a retraining and what followed)
 
 
 @dataclass(frozen=True)
@@ -134,3 +135,38 @@ class Deployment:
     @property
     def ref(self) -> str:
         return f"{self.model}:{self.version}"
+
+
+@dataclass(frozen=True)
+class MonitorWindow:
+    """One closed monitoring window of one model version: flat metrics and the report behind them."""
+
+    model: str
+    version: int
+    start: datetime
+    end: datetime
+    rows: int
+    metrics: dict[str, float]
+    report: dict[str, Any]
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """One retraining: what triggered it, and how far its chain got."""
+
+    id: str
+    model: str
+    trigger: str
+    why: str
+    status: str  # running | succeeded | failed | refused
+    started_at: datetime
+    finished_at: datetime | None = None
+    run_id: str | None = None
+    version: int | None = None
+    deployment_id: str | None = None
+    error: str | None = None
+
+    @property
+    def chain(self) -> str:
+        return self.id

@@ -26,9 +26,9 @@ from sqlalchemy import (
 from rung.store.records import ACTIVE_STATES
 
 __all__ = ["metadata", "pipeline_runs", "step_runs", "cache_entries", "model_versions", "events", "routes", "api_tokens",
-           "deployments", "requests", "feedback", "leases", "HEAD"]
+           "deployments", "feedback", "leases", "monitor_windows", "loop_state", "retrains", "HEAD"]
 
-HEAD = "0003"
+HEAD = "0004"
 
 metadata = MetaData()
 
@@ -107,7 +107,10 @@ events = Table(
     Column("actor", String(200), nullable=False),
     Column("subject", String(200), nullable=False),
     Column("data", JSON, nullable=False, default=dict),
+    # events of one causal chain (trigger ▸ run ▸ version ▸ certification ▸ rollout ▸ decision) share it
+    Column("chain", String(32)),
     Index("ix_events_subject_time", "subject", "time"),
+    Index("ix_events_chain", "chain"),
 )
 
 
@@ -168,26 +171,6 @@ deployments = Table(
           sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
 )
 
-# The gateway's request log (lean: what the controller judges and what
-# ``rung history`` answers), written in batches off the request path.
-requests = Table(
-    "requests",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(128), nullable=False),
-    Column("time", DateTime(timezone=True), nullable=False),
-    Column("model", String(200), nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("variant", String(64), nullable=False),
-    Column("shadow", Boolean, nullable=False),
-    Column("status", Integer, nullable=False),
-    Column("latency_ms", Float, nullable=False),
-    Column("prediction", String(200)),
-    Column("score", Float),
-    Index("ix_requests_model_time", "model", "time"),
-    Index("ix_requests_request_id", "request_id"),
-)
-
 # Ground truth or reward for a request, arriving any time after it.
 feedback = Table(
     "feedback",
@@ -206,4 +189,50 @@ leases = Table(
     Column("name", String(100), primary_key=True),
     Column("holder", String(100), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Monitoring, one row per closed window of one model version: the flat metrics
+# (``drift.share``, ``performance.accuracy``, ``ops.p99_ms`` ...) that alerts and
+# triggers read and the dashboard draws, and the full report behind them.
+monitor_windows = Table(
+    "monitor_windows",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("start", DateTime(timezone=True), nullable=False),
+    Column("end", DateTime(timezone=True), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("report", JSON, nullable=False),
+    UniqueConstraint("model", "version", "start", name="uq_monitor_windows_window"),
+    Index("ix_monitor_windows_model_end", "model", "end"),
+)
+
+# What the loop must remember across restarts: alert states, trigger states,
+# the last window checked, the source's fingerprint.
+loop_state = Table(
+    "loop_state",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("data", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Automated (and manual) retrainings: the guard against storms reads them.
+retrains = Table(
+    "retrains",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("model", String(200), nullable=False),
+    Column("trigger", String(40), nullable=False),
+    Column("why", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("run_id", String(32)),
+    Column("version", Integer),
+    Column("deployment_id", String(32)),
+    Column("error", Text),
+    Index("ix_retrains_model_started", "model", "started_at"),
 )

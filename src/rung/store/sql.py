@@ -14,7 +14,7 @@ import dataclasses
 import fcntl
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +27,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from rung.errors import RunNotFound, StaleDeployment, StaleRoute, StoreError
 from rung.store import schema
-from rung.store.records import ACTIVE_STATES, Deployment, Event, ModelVersionRecord, PipelineRun, RouteRecord, StepRun, TokenRecord
+from rung.store.records import (
+    ACTIVE_STATES, Deployment, Event, ModelVersionRecord, MonitorWindow, PipelineRun, Retrain, RouteRecord, StepRun, TokenRecord,
+)
 
 __all__ = ["MetadataStore", "normalise_url"]
 
@@ -329,15 +331,24 @@ class MetadataStore:
 
     # -- events (the audit trail) ------------------------------------------------------------
 
-    def append_event(self, kind: str, *, actor: str, subject: str, data: dict[str, Any], time: datetime) -> None:
-        values = {"kind": kind, "actor": actor, "subject": subject, "data": data, "time": time}
+    def append_event(self, kind: str, *, actor: str, subject: str, data: dict[str, Any], time: datetime,
+                     chain: str | None = None) -> None:
+        values = {"kind": kind, "actor": actor, "subject": subject, "data": data, "time": time, "chain": chain}
         self._retry(lambda c: c.execute(schema.events.insert().values(**values)))
 
-    def events(self, subject: str | None = None, limit: int = 200) -> list[Event]:
+    def events(self, subject: str | None = None, limit: int = 200, *, chain: str | None = None,
+               after_id: int | None = None, kinds: Sequence[str] | None = None) -> list[Event]:
+        """The newest ``limit`` events (oldest first), optionally of one subject, one chain, or after an id."""
         table = schema.events
         query = table.select().order_by(table.c.id.desc()).limit(limit)
         if subject:
             query = query.where(table.c.subject == subject)
+        if chain:
+            query = query.where(table.c.chain == chain)
+        if after_id is not None:
+            query = query.where(table.c.id > after_id)
+        if kinds:
+            query = query.where(table.c.kind.in_(list(kinds)))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [Event(**(dict(r._mapping) | {"time": _utc(r.time)})) for r in reversed(rows)]
@@ -514,76 +525,57 @@ class MetadataStore:
     @staticmethod
     def _insert_event(conn: Connection, event: dict[str, Any]) -> None:
         conn.execute(schema.events.insert().values(
-            kind=event["kind"], actor=event["actor"], subject=event["subject"], data=event["data"], time=event["time"]))
+            kind=event["kind"], actor=event["actor"], subject=event["subject"], data=event["data"], time=event["time"],
+            chain=event.get("chain")))
 
-    # -- request log and feedback -----------------------------------------------------------
+    # -- feedback -------------------------------------------------------------------------------
 
-    def log_requests(self, rows: list[dict[str, Any]]) -> None:
-        """Append request records (one executemany)."""
-        if rows:
-            self._retry(lambda c: c.execute(schema.requests.insert(), rows))
-
-    def request_window(self, model: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
-        """Requests of ``model`` in ``[since, until)``, each with its feedback ``value`` (or None)."""
-        r, f = schema.requests, schema.feedback
-        query = (
-            sa.select(r.c.request_id, r.c.time, r.c.version, r.c.variant, r.c.shadow, r.c.status, r.c.latency_ms,
-                      r.c.prediction, r.c.score, f.c.value)
-            .select_from(r.outerjoin(f, r.c.request_id == f.c.request_id))
-            .where(r.c.model == model, r.c.time >= since, r.c.time < until)
-        )
-        with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
-
-    def served(self, request_id: str) -> list[dict[str, Any]]:
-        """Who answered a request (and who saw it as a shadow), with its feedback."""
-        r, f = schema.requests, schema.feedback
-        query = (
-            sa.select(r, f.c.value.label("feedback"))
-            .select_from(r.outerjoin(f, r.c.request_id == f.c.request_id))
-            .where(r.c.request_id == request_id)
-            .order_by(r.c.shadow, r.c.id)
-        )
-        with self.engine.connect() as conn:
-            rows = [dict(row._mapping) for row in conn.execute(query)]
-        for row in rows:
-            row["time"] = _utc(row["time"])
-        return rows
-
-    def add_feedback(self, items: list[tuple[str, float]], *, source: str, time: datetime) -> dict[str, list[str]]:
-        """Record feedback; ``{"accepted"|"duplicate"|"conflict"|"unknown": [request ids]}``.
+    def add_feedback(self, items: list[tuple[str, float]], *, source: str, time: datetime,
+                     models: dict[str, str] | None = None) -> dict[str, list[str]]:
+        """Record feedback; ``{"accepted"|"duplicate"|"conflict": [feedback ids]}``.
 
         Idempotent: the same value again is a duplicate and changes nothing; a
-        different value for a request that has feedback is a conflict and is
-        refused (the first word stands). Unknown request ids are refused.
+        different value for an id that has feedback is a conflict and is
+        refused (the first word stands). Ids are not checked against the
+        request log (Parquet files, see :mod:`rung.monitor.requestlog`): the
+        join happens when the log is read, so feedback may arrive before the
+        segment that holds its request. ``models`` names the model of the ids
+        a caller found in the log; the others are kept with model ``""``.
         """
-        r, f = schema.requests, schema.feedback
+        f = schema.feedback
+        models = models or {}
 
         def write(conn: Connection) -> dict[str, list[str]]:
-            out: dict[str, list[str]] = {"accepted": [], "duplicate": [], "conflict": [], "unknown": []}
+            out: dict[str, list[str]] = {"accepted": [], "duplicate": [], "conflict": []}
             ids = list({request_id for request_id, _ in items})
-            models: dict[str, str] = {}
             existing: dict[str, float] = {}
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
-                models.update(conn.execute(sa.select(r.c.request_id, r.c.model).where(
-                    r.c.request_id.in_(chunk), r.c.shadow.is_(False))).all())
                 existing.update(conn.execute(sa.select(f.c.request_id, f.c.value).where(f.c.request_id.in_(chunk))).all())
             rows = []
             for request_id, value in items:
-                if request_id not in models:
-                    out["unknown"].append(request_id)
-                elif request_id in existing:
+                if request_id in existing:
                     out["duplicate" if existing[request_id] == value else "conflict"].append(request_id)
                 else:
                     existing[request_id] = value
-                    rows.append({"request_id": request_id, "model": models[request_id], "value": value, "time": time, "source": source})
+                    rows.append({"request_id": request_id, "model": models.get(request_id, ""), "value": value,
+                                 "time": time, "source": source})
                     out["accepted"].append(request_id)
             if rows:
                 conn.execute(f.insert(), rows)
             return out
 
         return self._retry(write)
+
+    def feedback_values(self, ids: list[str]) -> dict[str, float]:
+        """``{feedback id: value}`` for those of ``ids`` that have feedback (what readers of the log join)."""
+        f = schema.feedback
+        found: dict[str, float] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start:start + 1000]
+                found.update(conn.execute(sa.select(f.c.request_id, f.c.value).where(f.c.request_id.in_(chunk))).all())
+        return found
 
     # -- leases ---------------------------------------------------------------------------------
 
@@ -612,6 +604,74 @@ class MetadataStore:
     def release_lease(self, name: str, holder: str) -> None:
         table = schema.leases
         self._retry(lambda c: c.execute(table.delete().where(table.c.name == name, table.c.holder == holder)))
+
+
+    # -- monitoring windows, loop state, retrainings ----------------------------------------
+
+    def save_window(self, window: MonitorWindow) -> None:
+        """Record a closed window; checking the same window again replaces it (idempotent)."""
+        t = schema.monitor_windows
+        values = _fields(window)
+        values.pop("id", None)
+
+        def write(conn: Connection) -> None:
+            conn.execute(t.delete().where(t.c.model == window.model, t.c.version == window.version,
+                                          t.c.start == window.start))
+            conn.execute(t.insert().values(**values))
+        self._retry(write)
+
+    def windows(self, model: str, *, version: int | None = None, since: datetime | None = None,
+                limit: int = 1000) -> list[MonitorWindow]:
+        """Closed windows of ``model`` (oldest first), the newest ``limit``."""
+        t = schema.monitor_windows
+        query = t.select().where(t.c.model == model).order_by(t.c.end.desc(), t.c.version.desc()).limit(limit)
+        if version is not None:
+            query = query.where(t.c.version == version)
+        if since is not None:
+            query = query.where(t.c.end > since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [MonitorWindow(**(dict(r._mapping) | {"start": _utc(r.start), "end": _utc(r.end)})) for r in reversed(rows)]
+
+    def state(self, name: str) -> dict[str, Any]:
+        """A piece of the loop's remembered state ({} when none)."""
+        t = schema.loop_state
+        with self.engine.connect() as conn:
+            row = conn.execute(t.select().where(t.c.name == name)).first()
+        return dict(row.data) if row is not None else {}
+
+    def save_state(self, name: str, data: dict[str, Any], *, time: datetime) -> None:
+        t = schema.loop_state
+
+        def write(conn: Connection) -> None:
+            if conn.execute(t.update().where(t.c.name == name).values(data=data, updated_at=time)).rowcount == 0:
+                conn.execute(t.insert().values(name=name, data=data, updated_at=time))
+        self._retry(write)
+
+    def add_retrain(self, record: Retrain, *, event: dict[str, Any]) -> None:
+        """Start a retraining and write its first event in the same transaction."""
+        def write(conn: Connection) -> None:
+            conn.execute(schema.retrains.insert().values(**_fields(record)))
+            self._insert_event(conn, event)
+        self._retry(write)
+
+    def update_retrain(self, retrain_id: str, changes: dict[str, Any], *, event: dict[str, Any] | None = None) -> None:
+        def write(conn: Connection) -> None:
+            conn.execute(schema.retrains.update().where(schema.retrains.c.id == retrain_id).values(**changes))
+            if event is not None:
+                self._insert_event(conn, event)
+        self._retry(write)
+
+    def retrains(self, model: str | None = None, *, limit: int = 100) -> list[Retrain]:
+        """Retrainings, newest first."""
+        t = schema.retrains
+        query = t.select().order_by(t.c.started_at.desc()).limit(limit)
+        if model is not None:
+            query = query.where(t.c.model == model)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [Retrain(**(dict(r._mapping) | {"started_at": _utc(r.started_at), "finished_at": _utc(r.finished_at)}))
+                for r in rows]
 
 
 def _fields(record: Any) -> dict[str, Any]:

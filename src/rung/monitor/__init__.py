@@ -1,0 +1,1 @@
+"""Production monitoring: the request log, drift, live performance, ops time series and alerts."""

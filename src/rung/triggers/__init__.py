@@ -1,0 +1,1 @@
+"""Retraining triggers: schedule, new data, drift, performance, manual; and the guards against retrain storms."""
