@@ -210,15 +210,17 @@ def main() -> None:
     bare8 = results.get("bare Starlette + predict · 8 conn", {}).get("rps")
     bare1000 = results.get("bare Starlette + predict · 1000 conn", {}).get("rps")
     rounds = f", median of {args.rounds} rounds" if args.log == "both" and args.rounds > 1 else ""
-    spread = ["req/s, rounds"] if rounds else []
+    baseline = [] if args.rung_only else ["× mlflow", "× bare"]
     out = table(f"Gateway vs. mlflow models serve vs. bare Starlette (single-row requests, wrk on loopback{rounds})\n"
                 f"model: {MODELS[args.model]}",
-                ["server · load", "req/s", "p99", "failed", "× mlflow", "× bare", "CPU/req", *spread])
+                ["server · load", "req/s", "p99", "failed", *baseline, "CPU/req", *(["req/s, rounds"] if rounds else [])])
     for label, r in results.items():
         bare = bare1000 if "1000" in label else bare8
-        each = [f"{min(one['rps'] for one in runs[label]):,.0f}–{max(one['rps'] for one in runs[label]):,.0f}"] if rounds else []
-        out.add_row(label, f"{r['rps']:,.0f}", f"{r['p99_ms']:.1f} ms", str(int(r["failed"])),
-                    f"{r['rps'] / mlflow_rps:.1f}×" if mlflow_rps else "–", f"{r['rps'] / bare:.2f}×" if bare else "–",
+        versus = [] if args.rung_only else [f"{r['rps'] / mlflow_rps:.1f}×" if mlflow_rps else "–",
+                                            f"{r['rps'] / bare:.2f}×" if bare else "–"]
+        found = [one["rps"] for one in runs[label]]
+        each = [f"{min(found):,.0f}–{max(found):,.0f}"] if rounds else []
+        out.add_row(label, f"{r['rps']:,.0f}", f"{r['p99_ms']:.1f} ms", str(int(r["failed"])), *versus,
                     f"{r['cpu_us']:.0f} µs" if "cpu_us" in r else "–", *each)
     console.print(out)
     for answered, records, segments in logged:

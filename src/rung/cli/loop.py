@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Optional
@@ -239,7 +241,9 @@ def up(
                          name="rung-scheduler", daemon=True),
     ]
     serve = project.settings.serve
+    sys.setswitchinterval(0.001)  # as `rung serve`: the event loop answers while predictions and the loop's threads run
     with start_gateway(project, host=host or serve.host, port=port or serve.port) as gateway:
+        gc.freeze()  # as `rung serve`: what startup loaded stays out of the collector's full passes
         for thread in threads:
             thread.start()
         console.print(f"rung up: gateway on {gateway.url}, controller every {interval:g} s, scheduler every "

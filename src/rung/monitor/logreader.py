@@ -150,8 +150,10 @@ class RequestLogReader:
         files = self.segments(None, since, until)
         keys = pa.table({"fid": list(wanted), "request_id": [r for r, _ in wanted.values()],
                          "row": pa.array([n for _, n in wanted.values()], pa.int32())})
-        frame = self._select(files, ["fid", "model"], "NOT shadow AND time >= ?", [_utc(since)],
-                             join=("wanted", keys, "USING (request_id, row)"))
+        where, params = "NOT shadow AND time >= ?", [_utc(since)]
+        if until is not None:
+            where, params = where + " AND time < ?", [*params, _utc(until)]
+        frame = self._select(files, ["fid", "model"], where, params, join=("wanted", keys, "USING (request_id, row)"))
         return dict(zip(frame["fid"], frame["model"]))
 
     # -- running a query ---------------------------------------------------------------------------

@@ -171,9 +171,9 @@ def document() -> dict[str, Any]:
         },
         "/v2/feedback": {
             "post": {
-                "summary": "Ground truth or reward for earlier requests, by request id",
+                "summary": "Ground truth or reward for earlier requests, by request id (ID#3: row 3 of a multi-row request)",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Feedback"}}}},
-                "responses": {**_ok(), **{code: ERROR for code in ("400", "404", "409", "413", "415", "422")}},
+                "responses": {**_ok(), **{code: ERROR for code in ("400", "401", "403", "409", "413", "415", "422")}},
             },
         },
         "/api/deployments": {
