@@ -26,7 +26,8 @@ what to do), because the CLI prints it as one line.
     ├── StaleRoute                  a routing table changed under a writer
     ├── DeployRefused               a deploy, rollback or approval that cannot happen as asked
     ├── StaleDeployment             a rollout changed under a writer
-    └── DriftError                  a drift comparison cannot run (no reference, nothing in common)
+    ├── DriftError                  a drift comparison cannot run (no reference, nothing in common)
+    └── AssessError                 `rung assess` cannot read its target or its answers
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "DeployRefused",
     "StaleDeployment",
     "DriftError",
+    "AssessError",
 ]
 
 
@@ -166,3 +168,7 @@ class StaleDeployment(RungError):
 
 class DriftError(RungError):
     """A drift comparison cannot run: no reference, no current rows, nothing in common, an unreadable file."""
+
+
+class AssessError(RungError):
+    """An assessment cannot run: the path is not a repository, or the answers file is malformed."""

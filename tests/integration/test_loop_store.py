@@ -65,3 +65,21 @@ def test_retrainings_and_their_chain_of_events(store: MetadataStore) -> None:
     first = store.events()[0].id
     assert [e.kind for e in store.events(after_id=first)] == ["unrelated", "retrain.run"]
     assert [e.kind for e in store.events(kinds=["unrelated"])] == ["unrelated"]
+
+
+def test_assessments_are_kept_per_target_oldest_first(store: MetadataStore) -> None:
+    for hours, level in ((2, 3), (0, 1), (1, 2)):
+        store.add_assessment(time=NOW + timedelta(hours=hours), target="/repo/a", mode="repo",
+                             levels={"azure": level, "google": None}, result={"schema": "rung.assess/1", "n": level})
+    store.add_assessment(time=NOW, target="/repo/b", mode="repo", levels={"azure": 0}, result={})
+    kept = store.assessments("/repo/a")
+    assert [a["levels"]["azure"] for a in kept] == [1, 2, 3]
+    assert kept[0]["levels"]["google"] is None and kept[-1]["result"]["n"] == 3 and kept[0]["time"].tzinfo is not None
+    assert [a["levels"]["azure"] for a in store.assessments("/repo/a", limit=2)] == [2, 3]
+    assert len(store.assessments()) == 4 and store.assessments("/repo/c") == []
+
+
+def test_feedback_is_counted(store: MetadataStore) -> None:
+    assert store.feedback_count() == 0
+    store.add_feedback([("r1", 1.0), ("r2", 0.0)], source="test", time=NOW)
+    assert store.feedback_count() == 2

@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from rung.cli import assess as _assess
 from rung.cli import certify as _certify
 from rung.cli import deliver as _deliver
 from rung.cli import drift as _drift
@@ -46,6 +47,7 @@ _serve.register(app)
 _deliver.register(app)
 _loop.register(app)
 _drift.register(app)
+_assess.register(app)
 
 
 def main() -> None:

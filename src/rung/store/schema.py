@@ -26,9 +26,10 @@ from sqlalchemy import (
 from rung.store.records import ACTIVE_STATES
 
 __all__ = ["metadata", "pipeline_runs", "step_runs", "cache_entries", "model_versions", "events", "routes", "api_tokens",
-           "deployments", "feedback", "leases", "monitor_windows", "loop_state", "retrains", "HEAD"]
+           "deployments", "feedback", "leases", "monitor_windows", "loop_state", "retrains", "assessments",
+           "HEAD"]
 
-HEAD = "0004"
+HEAD = "0005"
 
 metadata = MetaData()
 
@@ -235,4 +236,17 @@ retrains = Table(
     Column("deployment_id", String(32)),
     Column("error", Text),
     Index("ix_retrains_model_started", "model", "started_at"),
+)
+
+# `rung assess` results: the levels for the history table, the whole result for the report.
+assessments = Table(
+    "assessments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("target", String(1000), nullable=False),
+    Column("mode", String(20), nullable=False),
+    Column("levels", JSON, nullable=False),
+    Column("result", JSON, nullable=False),
+    Index("ix_assessments_target_time", "target", "time"),
 )

@@ -577,6 +577,10 @@ class MetadataStore:
                 found.update(conn.execute(sa.select(f.c.request_id, f.c.value).where(f.c.request_id.in_(chunk))).all())
         return found
 
+    def feedback_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(schema.feedback)).scalar() or 0)
+
     # -- leases ---------------------------------------------------------------------------------
 
     def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl_s: float) -> bool:
@@ -672,6 +676,23 @@ class MetadataStore:
             rows = conn.execute(query).all()
         return [Retrain(**(dict(r._mapping) | {"started_at": _utc(r.started_at), "finished_at": _utc(r.finished_at)}))
                 for r in rows]
+
+    # -- assessments ----------------------------------------------------------------------------
+
+    def add_assessment(self, *, time: datetime, target: str, mode: str, levels: dict[str, Any],
+                       result: dict[str, Any]) -> int:
+        values = {"time": time, "target": target, "mode": mode, "levels": levels, "result": result}
+        return int(self._retry(lambda c: c.execute(schema.assessments.insert().values(**values)).inserted_primary_key[0]))
+
+    def assessments(self, target: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Stored assessments (oldest first), the newest ``limit``; ``result`` is the whole JSON document."""
+        t = schema.assessments
+        query = t.select().order_by(t.c.time.desc(), t.c.id.desc()).limit(limit)
+        if target is not None:
+            query = query.where(t.c.target == target)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [dict(r._mapping) | {"time": _utc(r.time)} for r in reversed(rows)]
 
 
 def _fields(record: Any) -> dict[str, Any]:
