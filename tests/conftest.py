@@ -36,6 +36,14 @@ def template_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`rung demo --keep DIR`, run once per session: the loop's tests read it, the dashboard's tests copy it."""
+    root = tmp_path_factory.mktemp("demo") / "churn"
+    result = rung_cli("demo", "--keep", str(root), timeout=600, env={"COLUMNS": "200"})
+    return root, result
+
+
 @pytest.fixture
 def project_dir(template_project: Path, tmp_path: Path) -> Path:
     target = tmp_path / "churn"

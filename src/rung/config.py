@@ -269,6 +269,16 @@ class ServeSettings(_Section):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
 
 
+class UiSettings(_Section):
+    """``rung ui``: the operations dashboard."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8701, ge=1, le=65535)
+    read: Literal["open", "token"] = "open"  # token: every page needs a viewer token too
+    mlflow_url: str | None = None  # the MLflow UI, for links to run details (e.g. http://127.0.0.1:5000)
+    refresh_s: float = Field(default=3.0, gt=0, le=3600)  # how often open pages look for new events
+
+
 class Settings(_Section):
     """Everything rung reads from ``rung.yaml``, with its defaults."""
 
@@ -290,6 +300,7 @@ class Settings(_Section):
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)
     certify: CertifySettings = Field(default_factory=CertifySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
 
     @model_validator(mode="before")
     @classmethod

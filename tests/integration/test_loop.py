@@ -29,13 +29,6 @@ def _json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    root = tmp_path_factory.mktemp("demo") / "churn"
-    result = rung_cli("demo", "--keep", str(root), timeout=600, env={"COLUMNS": "200"})
-    return root, result
-
-
 def test_demo_closes_the_loop_without_a_human(demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     root, result = demo
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -164,7 +157,8 @@ def test_a_retraining_in_flight_refuses_another(project_dir: Path) -> None:
 def test_up_serves_and_stops_cleanly_on_ctrl_c(project_dir: Path) -> None:
     assert rung_cli("run", cwd=project_dir).returncode == 0
     port = 18000 + os.getpid() % 1000
-    proc = subprocess.Popen([RUNG, "up", "--port", str(port), "--schedule-interval", "1"], cwd=project_dir,
+    proc = subprocess.Popen([RUNG, "up", "--port", str(port), "--ui-port", str(port + 1), "--schedule-interval", "1"],
+                            cwd=project_dir,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -185,6 +179,8 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(project_dir: Path) -> None:
             {"name": "paperless_billing", "shape": [1], "datatype": "BYTES", "data": ["yes"]},
         ]})
         assert answer.status_code == 200, answer.text
+        dashboard = httpx.get(f"http://127.0.0.1:{port + 1}/", timeout=30)  # rung up serves the dashboard too
+        assert dashboard.status_code == 200 and "Champion and challenger" in dashboard.text
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     finally:

@@ -19,6 +19,7 @@ from rung.cli import loop as _loop
 from rung.cli import models as _models
 from rung.cli import project as _project
 from rung.cli import serve as _serve
+from rung.cli import ui as _ui
 from rung.cli.output import err_console, one_line
 
 __all__ = ["app", "main"]
@@ -48,6 +49,7 @@ _deliver.register(app)
 _loop.register(app)
 _drift.register(app)
 _assess.register(app)
+_ui.register(app)
 
 
 def main() -> None:

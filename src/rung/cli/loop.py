@@ -13,14 +13,9 @@ import typer
 
 from rung.cli.output import console, fmt_time, print_json
 from rung.cli.project import JSON_OPTION, PROJECT_OPTION, open_project
+from rung.timeline import ICONS, chains_of, describe
 
-__all__ = ["register", "show_timeline"]
-
-CHAIN_KINDS = ("retrain.triggered", "retrain.refused", "retrain.run", "certification", "deploy", "rollout",
-               "retrain.failed", "retrain.rejected", "alert")
-ICONS = {"retrain.triggered": "⚡", "retrain.run": "⚙", "certification": "✔", "deploy": "🚀", "rollout": "⇄",
-         "retrain.failed": "✖", "retrain.rejected": "✖", "retrain.refused": "⏸", "alert": "🔔"}
-
+__all__ = ["register", "show_timeline", "chains_of"]
 
 def register(app: typer.Typer) -> None:
     for name, command in (("monitor", monitor), ("retrain", retrain), ("timeline", timeline), ("events", events),
@@ -121,10 +116,6 @@ def timeline(
         show_timeline(record, evs)
 
 
-def chains_of(project: Any, model: str, last: int) -> list[tuple[Any, list[Any]]]:
-    return [(r, project.store.events(chain=r.id, limit=500)) for r in reversed(project.store.retrains(model, limit=last))]
-
-
 def show_timeline(record: Any, evs: list[Any]) -> None:
     from rich.tree import Tree
 
@@ -132,32 +123,6 @@ def show_timeline(record: Any, evs: list[Any]) -> None:
     for e in evs:
         tree.add(f"{ICONS.get(e.kind, '•')} [dim]{fmt_time(e.time)}[/] [bold]{e.kind}[/] {describe(e)}")
     console.print(tree)
-
-
-def describe(event: Any) -> str:
-    """One line for an event, in words."""
-    d = event.data
-    kind = event.kind
-    if kind == "retrain.triggered":
-        return d.get("why", "")
-    if kind == "retrain.run":
-        metrics = d.get("metrics", {})
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in list(metrics.items())[:3] if isinstance(v, (int, float)))
-        return f"pipeline run {str(d.get('run_id'))[:8]} registered version {d.get('version')} ({shown})"
-    if kind == "certification":
-        failed = [c["name"] for c in d.get("checks", []) if c.get("status") == "fail"]
-        return f"{event.subject}: {'certified' if d.get('certified') else 'failed ' + ', '.join(failed)}"
-    if kind == "deploy":
-        return f"version {d.get('version')} with {d.get('strategy')} against champion {d.get('champion')}"
-    if kind == "rollout":
-        return f"{d.get('from')} → {d.get('to')}: {d.get('why', '')}"
-    if kind == "alert":
-        return d.get("message", "")
-    if kind in ("retrain.failed", "retrain.rejected"):
-        return d.get("error", "")
-    if kind == "retrain.refused":
-        return d.get("refused", "")
-    return ", ".join(f"{k}={v}" for k, v in list(d.items())[:4])
 
 
 def events(
@@ -223,9 +188,13 @@ def up(
     port: Optional[int] = typer.Option(None, "--port", help="Gateway port (default serve.port, 8700)."),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between controller passes."),
     schedule_interval: float = typer.Option(30.0, "--schedule-interval", help="Seconds between scheduler ticks."),
+    ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the dashboard too (ui.port, 8701)."),
+    ui_port: Optional[int] = typer.Option(None, "--ui-port", help="Dashboard port (default ui.port, 8701)."),
     project_dir: Optional[Path] = PROJECT_OPTION,
 ) -> None:
-    """Gateway + controller + scheduler for this project, in one process; Ctrl-C stops everything cleanly."""
+    """Gateway + controller + scheduler (+ dashboard) for this project, in one process; Ctrl-C stops everything."""
+    from contextlib import nullcontext
+
     from rung.delivery.controller import Controller
     from rung.serving.server import start_gateway
     from rung.triggers.scheduler import Scheduler
@@ -242,12 +211,15 @@ def up(
     ]
     serve = project.settings.serve
     sys.setswitchinterval(0.001)  # as `rung serve`: the event loop answers while predictions and the loop's threads run
-    with start_gateway(project, host=host or serve.host, port=port or serve.port) as gateway:
+    from rung.ui import start_ui
+
+    dashboard = start_ui(project, port=ui_port) if ui else nullcontext(None)
+    with start_gateway(project, host=host or serve.host, port=port or serve.port) as gateway, dashboard as ui_url:
         gc.freeze()  # as `rung serve`: what startup loaded stays out of the collector's full passes
         for thread in threads:
             thread.start()
         console.print(f"rung up: gateway on {gateway.url}, controller every {interval:g} s, scheduler every "
-                      f"{schedule_interval:g} s. Ctrl-C stops everything.")
+                      f"{schedule_interval:g} s" + (f", dashboard on {ui_url}" if ui_url else "") + ". Ctrl-C stops everything.")
         while not stop.wait(0.5):
             pass
         console.print("stopping: the gateway drains, the controller and scheduler finish their pass …")

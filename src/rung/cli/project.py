@@ -268,7 +268,8 @@ def demo(
             project.close()
         _demo_summary(result)
         if keep:
-            console.print(f"Kept in {result.root}: try [bold]cd {result.root} && rung timeline && rung monitor --no-check[/]")
+            console.print(f"Kept in {result.root}: try [bold]cd {result.root} && rung ui[/] (the story in the browser), "
+                          "or [bold]rung timeline[/] and [bold]rung monitor --no-check[/]")
 
 
 def _day_line(data: dict) -> str:
