@@ -165,3 +165,44 @@ def test_the_demo_story_in_a_real_browser_and_a_rollback_end_to_end(ui: tuple[Pa
     status = json.loads(rung_cli("status", "--json", cwd=root).stdout)
     shares = {v["version"]: v["share"] for v in status[0]["routing"]["variants"]}
     assert shares.get(1) == 1.0, status
+
+
+def test_a_new_project_renders_every_page_and_reading_can_require_a_token(project_dir: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from rung.project import Project
+    from rung.ui.app import create_app
+
+    open_project = Project.open(project_dir)  # nothing trained, served or monitored yet: empty states, no errors
+    try:
+        with TestClient(create_app(open_project)) as client:
+            assert "not served yet" in client.get("/").text
+            assert "no monitoring windows yet" in client.get("/models/churn/monitoring").text
+            assert "No retraining yet" in client.get("/timeline").text
+            assert client.get("/models/churn").status_code == 404  # no version registered
+            assert client.get("/maturity").status_code == 200
+    finally:
+        open_project.close()
+    guarded = Project.open(project_dir, overrides={"ui": {"read": "token"}})
+    try:
+        viewer = _token(project_dir, "viewer", "vic")
+        with TestClient(create_app(guarded)) as client:
+            locked = client.get("/")
+            assert locked.status_code == 401 and "Enter an API token" in locked.text
+            assert client.get("/api/state").status_code == 401
+            assert client.post("/login", data={"token": "rung_nope", "next": "/"}).status_code == 401
+            signed_in = client.post("/login", data={"token": viewer, "next": "//evil.example"}, follow_redirects=False)
+            assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"  # no open redirect
+            assert client.get("/").status_code == 200 and "vic · viewer" in client.get("/").text
+            assert client.post("/actions/churn/rollback").status_code == 403  # a viewer reads, never acts
+    finally:
+        guarded.close()
+
+
+def test_refused_actions_are_4xx_with_the_reason(ui: tuple[Path, str]) -> None:
+    root, url = ui
+    deployer = {"Authorization": f"Bearer {_token(root, 'deployer', 'dee')}"}
+    missing = httpx.post(f"{url}/actions/churn/deploy", headers=deployer, json={"version": 99})
+    assert missing.status_code == 404 and "99" in missing.json()["error"]
+    nothing = httpx.post(f"{url}/actions/churn/approve", headers=deployer)
+    assert nothing.status_code == 409 and "approval" in nothing.json()["error"]

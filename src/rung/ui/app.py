@@ -31,7 +31,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from rung.errors import AuthError, RungError
+from rung.errors import AuthError, NotFound, RungError
 from rung.ui import views
 
 if TYPE_CHECKING:
@@ -183,7 +183,11 @@ def create_app(project: Project) -> Starlette:
         return page(request, "error.html", status=400, error=str(exc))
 
     async def on_refused(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": str(exc)}, status_code=409)
+        """A refused action (nothing to roll back, an unknown version, ...): 404 or 409, never a 500."""
+        status = 404 if isinstance(exc, NotFound) else 409
+        if request.url.path.startswith(("/actions/", "/api/")):
+            return JSONResponse({"error": str(exc)}, status_code=status)
+        return page(request, "error.html", status=status, error=str(exc))
 
     routes = [
         Route("/", overview),

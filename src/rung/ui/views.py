@@ -91,7 +91,7 @@ def model_page(project: Project, name: str, *, mlflow_url: str | None = None) ->
     store = project.store
     versions = [v for v in store.list_model_versions(name)]
     if not versions:
-        raise NotFoundPage(f"no model named {name!r}")
+        raise NotFoundPage(f"no registered version of a model named {name!r} (`rung run` registers one)")
     aliases = project.tracking.aliases().get(name, {})
     certifications: dict[int, Any] = {}
     for e in store.events(limit=2000, kinds=("certification",)):
