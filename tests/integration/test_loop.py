@@ -87,6 +87,8 @@ def test_accuracy_recovers_after_the_promotion(demo: tuple[Path, subprocess.Comp
     new = accuracy(2, range(DRIFT_DAY, 40))
     assert new > old + 0.05, (old, new)
     assert any("estimated.accuracy" in w["metrics"] for w in windows)  # CBPE, before labels
+    sampled = [w["metrics"] for w in windows if "ops.cpu_percent" in w["metrics"]]  # the serving process's resources
+    assert len(sampled) >= len(windows) // 2 and all(m["ops.memory_mb"] > 50 for m in sampled)
 
 
 def test_the_demo_scores_full_mlops_on_azure_and_level_2_on_google_from_records(

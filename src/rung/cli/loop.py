@@ -202,7 +202,7 @@ def up(
     project = open_project(project_dir)
     stop = _stop_on_signals()
     ctl = Controller(project)
-    sched = Scheduler(project, on_update=_say)
+    sched = Scheduler(project, on_update=_say, sample_resources=True)  # the gateway is in this process
     threads = [
         threading.Thread(target=ctl.run, kwargs={"interval_s": interval, "stop": stop.is_set}, name="rung-controller",
                          daemon=True),

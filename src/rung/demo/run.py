@@ -221,7 +221,7 @@ def run_demo(root: Path, *, days: int = 20, scenario: Scenario | None = None,
         if project.tracking.aliases().get(project.settings.model_name, {}).get("champion") != first.run.model_version:
             deploy(project, ref, actor="demo", clock=clock, reason="first version")
         controller = Controller(project, clock=clock, lease_s=3600)
-        scheduler = Scheduler(project, clock=clock, lease_s=3600 * 24)
+        scheduler = Scheduler(project, clock=clock, lease_s=3600 * 24, sample_resources=True)
         controller.tick()
         controller.sync()
         warehouse = Warehouse(scenario.history())

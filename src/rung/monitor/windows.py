@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from rung.delivery.clock import Clock
+    from rung.monitor.resources import ResourceSampler
     from rung.project import Project
     from rung.store.records import ModelVersionRecord
 
@@ -70,6 +71,7 @@ class Monitor:
 
     project: Project
     clock: Clock
+    resources: ResourceSampler | None = None  # the serving process's CPU, memory and GPU, when it is this one
     _references: dict[tuple[str, int], Reference] = field(default_factory=dict)
 
     @property
@@ -175,6 +177,8 @@ class Monitor:
         metrics: dict[str, float] = {}
         report: dict[str, Any] = {"rows": len(rows)}
         metrics |= _ops(rows, (end - start).total_seconds())
+        if self.resources is not None:
+            metrics |= self.resources.summary(start, end)
         ok = rows[rows["status"] == 200]
         reference = self.reference(model, version)
         task = self.project.settings.task

@@ -49,7 +49,9 @@ class Tick:
 
 class Scheduler:
     def __init__(self, project: Project, *, clock: Clock = SYSTEM, holder: str | None = None, lease_s: float = 120.0,
-                 on_update: Callable[[str, Any], None] | None = None) -> None:
+                 on_update: Callable[[str, Any], None] | None = None, sample_resources: bool = False) -> None:
+        """``sample_resources``: this process also serves (``rung up``, the demo); record its CPU, memory and GPU."""
+        from rung.monitor.resources import ResourceSampler
         from rung.monitor.windows import Monitor
 
         self.project = project
@@ -57,7 +59,8 @@ class Scheduler:
         self.clock = clock
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.lease_s = lease_s
-        self.monitor = Monitor(project, clock)
+        self.resources = ResourceSampler(clock) if sample_resources else None
+        self.monitor = Monitor(project, clock, resources=self.resources)
         self.on_update = on_update or (lambda kind, value: None)
 
     @property
@@ -69,6 +72,8 @@ class Scheduler:
         if not self.store.acquire_lease(LEASE, self.holder, now=now, ttl_s=self.lease_s):
             return Tick(led=False)
         result = Tick()
+        if self.resources is not None:
+            self.resources.sample()
         result.windows = self.monitor.check(self.model)
         result.notices = self._alerts(result.windows)
         result.retrain = self._triggers(result.windows)

@@ -78,7 +78,7 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[datetime, float]]]], *
         for t, v in ordered[-400:]:
             out.append(f'<circle cx="{sx(t):.1f}" cy="{sy(v):.1f}" r="2.5" fill="{colour}">'
                        f'<title>{escape(label)} {t:%Y-%m-%d %H:%M}: {_fmt(v)}</title></circle>')
-        out.append(f'<text x="{width - pad_r + 4}" y="{pad_t + 14 + 14 * i}" fill="{colour}" class="legend">'
+        out.append(f'<text x="{width - pad_r + 4}" y="{pad_t + 14 + 14 * i}" style="fill:{colour}" class="legend">'
                    f'{escape(label)}</text>')
     out.append("</svg>")
     return "".join(out)
@@ -136,8 +136,8 @@ def paired_bars(labels: Sequence[str], reference: Sequence[float], current: Sequ
     bar = max(slot * 0.4, 1.0)
     out = [f'<svg class="chart bars" data-points="{2 * len(labels)}" width="100%" viewBox="0 0 {width} {height}" '
            f'preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">',
-           f'<text x="{pad_l}" y="14" fill="{PALETTE[0]}" class="legend">■ reference (training data)</text>'
-           f'<text x="{pad_l + 220}" y="14" fill="{PALETTE[1]}" class="legend">■ current window</text>']
+           f'<text x="{pad_l}" y="14" style="fill:{PALETTE[0]}" class="legend">■ reference (training data)</text>'
+           f'<text x="{pad_l + 220}" y="14" style="fill:{PALETTE[1]}" class="legend">■ current window</text>']
     for i, label in enumerate(labels):
         x = pad_l + i * slot
         for j, (share, colour) in enumerate(((reference[i], PALETTE[0]), (current[i], PALETTE[1]))):

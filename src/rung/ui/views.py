@@ -156,32 +156,44 @@ def monitoring(project: Project, name: str, *, last: int = 60) -> dict[str, Any]
     trained = _trained_metrics(project, name)
     performance = []
     for metric in PERFORMANCE:
-        lines, bands = [], []
+        lines: list[tuple[str, list[tuple[datetime, float]]]] = []
+        bands: list[list[tuple[datetime, float, float]]] = []
         for version in versions:
-            pts = [(w.end, w.metrics[f"performance.{metric}"]) for w in windows
-                   if w.version == version and f"performance.{metric}" in w.metrics]
-            est = [(w.end, w.metrics[f"estimated.{metric}"]) for w in windows
-                   if w.version == version and f"estimated.{metric}" in w.metrics]
+            mine = [w for w in windows if w.version == version]
+            pts = [(w.end, w.metrics[f"performance.{metric}"]) for w in mine if f"performance.{metric}" in w.metrics]
+            est = [(w.end, w.metrics[f"estimated.{metric}"]) for w in mine if f"estimated.{metric}" in w.metrics]
             if pts:
                 lines.append((f"v{version} live", pts))
-                bands.append([(w.end, (w.report.get("performance") or {}).get(metric, {}).get("low"),
-                               (w.report.get("performance") or {}).get(metric, {}).get("high")) for w in windows
-                              if w.version == version and (w.report.get("performance") or {}).get(metric, {}).get("low") is not None])
+                bands.append([b for b in (_interval(w, metric) for w in mine) if b is not None])
             if est:
                 lines.append((f"v{version} estimated", est))
+                bands.append([])  # bands line up with lines: an estimate has none
         if lines:
             performance.append({"metric": metric, "chart": charts.line_chart(
                 lines, reference=trained.get(latest or 0, {}).get(metric), reference_label=f"v{latest} at training",
                 bands=bands)})
     ops = []
     for key, label in (("ops.p99_ms", "p99 latency (ms)"), ("ops.error_rate", "error rate"),
-                       ("ops.throughput_rps", "throughput (rows/s)"), ("ops.requests", "requests per window")):
+                       ("ops.throughput_rps", "throughput (rows/s)"), ("ops.requests", "requests per window"),
+                       ("ops.cpu_percent", "CPU (% of one core, gateway and workers)"),
+                       ("ops.memory_mb", "memory (MB, peak)"), ("ops.gpu_utilization", "GPU utilisation"),
+                       ("ops.gpu_memory_mb", "GPU memory (MB, peak)")):
         lines = [(f"v{v}", [(w.end, w.metrics[key]) for w in windows if w.version == v and key in w.metrics])
                  for v in versions]
-        ops.append({"label": label, "chart": charts.line_chart([line for line in lines if line[1]])})
+        if any(points for _, points in lines) or not key.startswith(("ops.cpu", "ops.memory", "ops.gpu")):
+            ops.append({"label": label, "chart": charts.line_chart([line for line in lines if line[1]], width=540,
+                                                                   height=190)})
     return {"name": name, "versions": versions, "heatmap": heat, "features": features, "performance": performance,
             "ops": ops, "windows": len(windows), "last": last,
             "latest": windows[-1] if windows else None}
+
+
+def _interval(window: Any, metric: str) -> tuple[datetime, float, float] | None:
+    """The live metric's 95% interval in a window, when it has one."""
+    ci = (window.report.get("performance") or {}).get(metric)
+    if not isinstance(ci, dict) or ci.get("low") is None or ci.get("high") is None:
+        return None
+    return window.end, float(ci["low"]), float(ci["high"])
 
 
 def _trained_metrics(project: Project, name: str) -> dict[int, dict[str, float]]:
