@@ -190,6 +190,9 @@ def test_a_new_project_renders_every_page_and_reading_can_require_a_token(projec
             locked = client.get("/")
             assert locked.status_code == 401 and "Enter an API token" in locked.text
             assert client.get("/api/state").status_code == 401
+            before = len(guarded.store.assessments())
+            assert client.get("/maturity?refresh=1").status_code == 401
+            assert len(guarded.store.assessments()) == before  # nothing assessed for a caller without a token
             assert client.post("/login", data={"token": "rung_nope", "next": "/"}).status_code == 401
             signed_in = client.post("/login", data={"token": viewer, "next": "//evil.example"}, follow_redirects=False)
             assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"  # no open redirect

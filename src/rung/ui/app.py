@@ -69,14 +69,16 @@ def create_app(project: Project) -> Starlette:
             f"Bearer {request.cookies[COOKIE]}" if request.cookies.get(COOKIE) else None)
         return authenticate(project.store, header, needed)
 
+    def reader(handler: Any) -> Any:
+        """A page: with ``ui.read: token``, nothing is read (or assessed) before a viewer token is checked."""
+        async def guarded(request: Request) -> Response:
+            if settings.read == "token":
+                token_of(request, "viewer")  # AuthError: the login page, 401 or 403
+            return await handler(request)
+        return guarded
+
     def page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
-        if settings.read == "token" and template != "login.html":
-            try:
-                context["user"] = token_of(request, "viewer")
-            except AuthError as exc:
-                return page(request, "login.html", status=exc.status, error=str(exc), next=request.url.path)
-        else:
-            context.setdefault("user", _optional_user(request))
+        context.setdefault("user", _optional_user(request))
         fragment = request.headers.get("x-rung-fragment") == "1"
         html = env.get_template(template).render(
             request=request, project=project.settings.name, refresh_s=settings.refresh_s, fragment=fragment,
@@ -124,8 +126,6 @@ def create_app(project: Project) -> Starlette:
         return page(request, "maturity.html", **await run(views.maturity, project))
 
     async def state(request: Request) -> Response:
-        if settings.read == "token":
-            token_of(request, "viewer")
         events = await run(project.store.events, None, 1)
         return JSONResponse({"event": events[-1].id if events else 0, "refresh_s": settings.refresh_s})
 
@@ -190,13 +190,13 @@ def create_app(project: Project) -> Starlette:
         return page(request, "error.html", status=status, error=str(exc))
 
     routes = [
-        Route("/", overview),
-        Route("/models/{name}", model),
-        Route("/models/{name}/monitoring", monitoring),
-        Route("/models/{name}/features/{feature}", feature),
-        Route("/timeline", timeline),
-        Route("/maturity", maturity),
-        Route("/api/state", state),
+        Route("/", reader(overview)),
+        Route("/models/{name}", reader(model)),
+        Route("/models/{name}/monitoring", reader(monitoring)),
+        Route("/models/{name}/features/{feature}", reader(feature)),
+        Route("/timeline", reader(timeline)),
+        Route("/maturity", reader(maturity)),
+        Route("/api/state", reader(state)),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/actions/{name}/{action}", action, methods=["POST"]),
