@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CHAIN_KINDS", "ICONS", "UI_ICONS", "chains_of", "describe"]
+__all__ = ["CHAIN_KINDS", "ICONS", "chains_of", "describe", "traffic"]
 
 CHAIN_KINDS = ("retrain.triggered", "retrain.refused", "retrain.run", "certification", "deploy", "rollout",
                "retrain.failed", "retrain.rejected", "alert")
-# Glyphs every system font has (the dashboard's screenshots come from a headless browser without emoji fonts).
-UI_ICONS = {"retrain.triggered": "⚡", "retrain.run": "⚙", "certification": "✔", "deploy": "➤", "rollout": "⇄",
-            "retrain.failed": "✖", "retrain.rejected": "✖", "retrain.refused": "⏸", "alert": "⚠", "routing": "⇉",
-            "model.registered": "▣"}
-ICONS = {"retrain.triggered": "⚡", "retrain.run": "⚙", "certification": "✔", "deploy": "🚀", "rollout": "⇄",
-         "retrain.failed": "✖", "retrain.rejected": "✖", "retrain.refused": "⏸", "alert": "🔔"}
+# Glyphs every system font has: the terminal, and the dashboard's screenshots from a browser without emoji fonts.
+ICONS = {"retrain.triggered": "⚡", "retrain.run": "⚙", "certification": "✔", "deploy": "➤", "rollout": "⇄",
+         "retrain.failed": "✖", "retrain.rejected": "✖", "retrain.refused": "⏸", "alert": "⚠", "routing": "⇉",
+         "model.registered": "▣"}
 
 
 def chains_of(project: Any, model: str, last: int) -> list[tuple[Any, list[Any]]]:
     """The newest ``last`` retrainings of ``model`` (oldest first), each with the events of its chain."""
     return [(r, project.store.events(chain=r.id, limit=500)) for r in reversed(project.store.retrains(model, limit=last))]
+
+
+def traffic(routing: dict[str, Any]) -> str:
+    """A routing table in words: each version's share of traffic, then the shadows."""
+    variants = routing.get("variants", [])
+    total = sum(float(v.get("weight", 1)) for v in variants) or 1.0
+    shown = [f"v{v['version']} {float(v.get('weight', 1)) / total:.0%}" for v in variants]
+    return ", ".join(shown + [f"v{s['version']} shadow" for s in routing.get("shadows", [])])
 
 
 def describe(event: Any) -> str:
@@ -41,9 +47,7 @@ def describe(event: Any) -> str:
     if kind == "alert":
         return d.get("message", "")
     if kind == "routing":
-        traffic = ", ".join(f"v{v.get('version')} {float(v.get('share', 0)):.0%}" for v in d.get("variants", []))
-        shadows = ", ".join(f"v{v.get('version')} shadow" for v in d.get("shadows", []))
-        return f"revision {d.get('revision')}: {traffic}" + (f", {shadows}" if shadows else "")
+        return f"revision {d.get('revision')}: {traffic(d)}"
     if kind == "model.registered":
         aliases = " ".join("@" + a for a in d.get("aliases", []))
         return f"version {d.get('version')} registered from run {str(d.get('run_id'))[:8]} {aliases}".rstrip()

@@ -9,9 +9,6 @@ What files cannot show at all (a rollback the controller decided) is
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import yaml
 
 from rung.assess.catalogue import CRITERIA
 from rung.assess.findings import Evidence, Finding
@@ -30,21 +27,6 @@ def _found(cid: str, status: str, summary: str, paths: list[str] | None = None, 
 
 def _ci_with(scan: Scan, signal: str) -> list[str]:
     return [path for path, signals in scan.ci.items() if signal in signals]
-
-
-def _rung_config(scan: Scan) -> dict[str, Any]:
-    if scan.rung_yaml is None:
-        return {}
-    try:
-        loaded = yaml.safe_load((scan.root / scan.rung_yaml).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
-    value = config.get(name)
-    return value if isinstance(value, dict) else {}
 
 
 def _code_versioned(scan: Scan) -> Finding:
@@ -99,8 +81,8 @@ def _data_pipeline(scan: Scan) -> Finding:
     return _found("data.pipeline", "not_met", "no data loading code found")
 
 
-def _data_validation(scan: Scan, config: dict[str, Any]) -> Finding:
-    if _section(config, "data").get("schema"):
+def _data_validation(scan: Scan) -> Finding:
+    if scan.section("data").get("schema"):
         return _found("data.validation", "met", "rung validates each batch against the declared schema",
                       [scan.rung_yaml or "rung.yaml"], "data.schema")
     if scan.has("validation"):
@@ -198,8 +180,8 @@ def _packaged(scan: Scan) -> Finding:
     return _found("model.packaged", "not_met", "no model packaging")
 
 
-def _certified(scan: Scan, config: dict[str, Any]) -> Finding:
-    if scan.rung_yaml and (_ci_with(scan, "deploy_cmd") or "certify" in config):
+def _certified(scan: Scan) -> Finding:
+    if scan.rung_yaml and (_ci_with(scan, "deploy_cmd") or "certify" in scan.rung_config):
         return _found("release.certified", "met", "rung certifies versions before they are deployed", [scan.rung_yaml])
     tests = set(scan.tests)
     gates = [p for p in scan.all("gate") if p not in tests or p in scan.ci]
@@ -220,8 +202,8 @@ def _automated_release(scan: Scan) -> Finding:
     return _found("release.automated", "not_met", "no automated release")
 
 
-def _progressive(scan: Scan, config: dict[str, Any]) -> Finding:
-    strategy = _section(config, "deploy").get("strategy")
+def _progressive(scan: Scan) -> Finding:
+    strategy = scan.section("deploy").get("strategy")
     if strategy in ("canary", "ab", "shadow"):
         return _found("delivery.progressive", "met", f"deploy.strategy: {strategy}", [scan.rung_yaml or "rung.yaml"])
     if scan.has("progressive"):
@@ -229,8 +211,8 @@ def _progressive(scan: Scan, config: dict[str, Any]) -> Finding:
     return _found("delivery.progressive", "not_met", "no canary, A/B or shadow configuration")
 
 
-def _rollback(scan: Scan, config: dict[str, Any]) -> Finding:
-    if scan.rung_yaml and _section(config, "deploy").get("strategy") in ("canary", "ab"):
+def _rollback(scan: Scan) -> Finding:
+    if scan.rung_yaml and scan.section("deploy").get("strategy") in ("canary", "ab"):
         return _found("rollback.automatic", "partial", "the controller would decide; files cannot show it did",
                       [scan.rung_yaml])
     return _found("rollback.automatic", "not_met", "files do not show automatic rollback")
@@ -245,8 +227,8 @@ def _serving(scan: Scan) -> Finding:
     return _found("serving.service", "not_met", "no serving code")
 
 
-def _monitoring(scan: Scan, config: dict[str, Any]) -> Finding:
-    if scan.has("monitoring") or "monitor" in config:
+def _monitoring(scan: Scan) -> Finding:
+    if scan.has("monitoring") or "monitor" in scan.rung_config:
         return _found("monitoring.production", "met", "drift or model monitoring", scan.where("monitoring", "rung_project"))
     if scan.has("ops_metrics"):
         return _found("monitoring.production", "partial", "ops metrics only", scan.where("ops_metrics"))
@@ -262,8 +244,8 @@ def _live(scan: Scan) -> Finding:
     return _found("performance.live", "not_met", "no feedback collection")
 
 
-def _alerts(scan: Scan, config: dict[str, Any]) -> Finding:
-    rules = _section(config, "alerts").get("rules")
+def _alerts(scan: Scan) -> Finding:
+    rules = scan.section("alerts").get("rules")
     if rules:
         return _found("alerts.configured", "met", f"{len(rules)} alert rules in rung.yaml", [scan.rung_yaml or "rung.yaml"])
     if scan.has("alerting"):
@@ -271,16 +253,16 @@ def _alerts(scan: Scan, config: dict[str, Any]) -> Finding:
     return _found("alerts.configured", "not_met", "no alerting")
 
 
-def _triggered(scan: Scan, config: dict[str, Any]) -> Finding:
+def _triggered(scan: Scan) -> Finding:
     scheduled = _ci_with(scan, "schedule")
-    if config.get("triggers") or scheduled or (scan.has("orchestrator") and scan.has("schedule")):
+    if scan.rung_config.get("triggers") or scheduled or (scan.has("orchestrator") and scan.has("schedule")):
         return _found("pipeline.triggered", "met", "training runs on a schedule or trigger",
                       scheduled or scan.where("schedule", "rung_project"))
     return _found("pipeline.triggered", "not_met", "training starts only by hand")
 
 
-def _production_triggered(scan: Scan, config: dict[str, Any]) -> Finding:
-    triggers = _section(config, "triggers")
+def _production_triggered(scan: Scan) -> Finding:
+    triggers = scan.section("triggers")
     if triggers.get("drift") or triggers.get("performance"):
         return _found("retrain.production-triggered", "partial", "drift or performance triggers configured",
                       [scan.rung_yaml or "rung.yaml"])
@@ -298,7 +280,7 @@ def _audit(scan: Scan) -> Finding:
     return _found("governance.audit", "not_met", "no audit trail in files")
 
 
-FILE_CHECKS: dict[str, Callable[..., Finding]] = {
+FILE_CHECKS: dict[str, Callable[[Scan], Finding]] = {
     "code.versioned": _code_versioned, "code.modular": _code_modular, "tests.unit": _tests_unit,
     "tests.model": _tests_model, "ci.pipeline": _ci, "data.pipeline": _data_pipeline,
     "data.validation": _data_validation, "data.versioned": _data_versioned, "data.managed": _data_managed,
@@ -311,16 +293,6 @@ FILE_CHECKS: dict[str, Callable[..., Finding]] = {
     "pipeline.triggered": _triggered, "retrain.production-triggered": _production_triggered,
     "governance.audit": _audit,
 }
-_NEEDS_CONFIG = {"data.validation", "release.certified", "delivery.progressive", "rollback.automatic",
-                 "monitoring.production", "alerts.configured", "pipeline.triggered", "retrain.production-triggered"}
-
-
 def findings_from_files(scan: Scan) -> dict[str, Finding]:
     """Every criterion that files can speak to; answer-only criteria are left out."""
-    config = _rung_config(scan)
-    found: dict[str, Finding] = {}
-    for c in CRITERIA:
-        check = FILE_CHECKS.get(c.id)
-        if check is not None:
-            found[c.id] = check(scan, config) if c.id in _NEEDS_CONFIG else check(scan)
-    return found
+    return {c.id: FILE_CHECKS[c.id](scan) for c in CRITERIA if c.id in FILE_CHECKS}

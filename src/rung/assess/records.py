@@ -327,7 +327,7 @@ def _serving(f: RecordFacts) -> Finding | None:
     status = "met" if f.log_segments else "partial"
     return _proven("serving.service", status, f"the gateway served from {f.log_segments} request-log segments"
                    if f.log_segments else "routing tables exist; no request logged yet",
-                   [Evidence("file", ".rung/requests/", f"{f.log_segments} Parquet segments")] * bool(f.log_segments)
+                   ([Evidence("file", ".rung/requests/", f"{f.log_segments} Parquet segments")] if f.log_segments else [])
                    + [_event(e) for e in routed[:3]])
 
 

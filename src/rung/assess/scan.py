@@ -16,6 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rung.errors import AssessError
 
@@ -132,6 +133,12 @@ class Scan:
     hits: dict[str, list[str]] = field(default_factory=dict)  # signal -> files
     names: dict[str, list[str]] = field(default_factory=dict)  # file-name signal -> files
     rung_yaml: str | None = None
+    rung_config: dict[str, Any] = field(default_factory=dict)  # the rung.yaml found in the tree, if any
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section of the tree's rung.yaml ({} when absent or not a mapping)."""
+        value = self.rung_config.get(name)
+        return value if isinstance(value, dict) else {}
 
     def has(self, *signals: str) -> bool:
         return any(self.hits.get(s) or self.names.get(s) for s in signals)
@@ -247,11 +254,23 @@ def scan_repository(root: str | Path, *, budget_s: float = 8.0, max_files: int =
                 break
     if scan.git:
         scan.commits = _git_commits(root)
+    if scan.rung_yaml is not None:
+        scan.rung_config = _read_yaml(root / scan.rung_yaml)
     scan.elapsed_s = time.perf_counter() - started
     if code_files == 0 and scan.partial is None:
         raise AssessError(f"found no code in {root} (no .py, .ipynb, .R, .scala, .java or .sql files outside "
                           f"vendored and data directories): is it the root of an ML repository?")
     return scan
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _rel(root: Path, path: str | Path) -> str:

@@ -164,10 +164,9 @@ def _what(event: Any) -> str:
 def _traffic(event: Any) -> str:
     data = event.data
     if event.kind == "routing":
-        variants = data.get("variants", [])
-        total = sum(float(v.get("weight", 1)) for v in variants) or 1.0
-        shown = [f"v{v['version']} {float(v.get('weight', 1)) / total:.0%}" for v in variants]
-        return ", ".join(shown + [f"v{s['version']} shadow" for s in data.get("shadows", [])])
+        from rung.timeline import traffic
+
+        return traffic(data)
     if event.kind == "rollout" and data.get("weight_after") is not None:
         return f"candidate {data['weight_before']:g}% → {data['weight_after']:g}%"
     return ""

@@ -8,10 +8,10 @@ which reads one window of one feature from the log (DuckDB, column pruning).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from rung.timeline import UI_ICONS, chains_of, describe
+from rung.timeline import ICONS, chains_of, describe
 from rung.ui import charts
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def overview(project: Project) -> dict[str, Any]:
         traffic = [{"version": v.version, "name": v.name, "share": routing.share(v.name)} for v in routing.variants] \
             if routing else []
         alerts = _open_alerts(project, name)
-        decisions = [e for e in store.events(name, limit=200, kinds=("rollout", "deploy")) if e.kind == "rollout"]
+        decisions = store.events(name, limit=50, kinds=("rollout",))
         last = decisions[-1] if decisions else None
         windows = store.windows(name, limit=1)
         endpoints.append({
@@ -204,6 +204,7 @@ def feature(project: Project, name: str, feature_name: str, *, version: int | No
             end: datetime | None = None) -> dict[str, Any]:
     """One feature: its drift statistic over time, and its distribution in one window against the reference."""
     import numpy as np
+    import pandas as pd
 
     from rung.delivery.clock import SYSTEM
     from rung.monitor.logreader import RequestLogReader
@@ -234,9 +235,8 @@ def feature(project: Project, name: str, feature_name: str, *, version: int | No
     cur_share: list[float] = []
     if ref_values is not None and cur_values is not None:
         if report.get("kind") == "numeric":
-            ref_num = np.asarray(ref_values, dtype=float)
-            cur_num = np.asarray(cur_values.astype("float64", errors="ignore") if hasattr(cur_values, "astype") else cur_values,
-                                 dtype=float)
+            ref_num = pd.to_numeric(ref_values, errors="coerce").to_numpy(dtype=float)
+            cur_num = pd.to_numeric(cur_values, errors="coerce").to_numpy(dtype=float)  # a type error is a gap
             both = np.concatenate([ref_num[np.isfinite(ref_num)], cur_num[np.isfinite(cur_num)]])
             if both.size:
                 edges = np.histogram_bin_edges(both, bins=20)
@@ -262,11 +262,11 @@ def timeline(project: Project, *, model: str | None = None, kind: str | None = N
     for name in ([model] if model else models):
         for record, events in chains_of(project, name, last):
             shown = [e for e in events if kind is None or e.kind == kind]
-            chains.append({"retrain": record, "events": [{"event": e, "text": describe(e), "icon": UI_ICONS.get(e.kind, "•")}
+            chains.append({"retrain": record, "events": [{"event": e, "text": describe(e), "icon": ICONS.get(e.kind, "•")}
                                                           for e in shown]})
     chains.sort(key=lambda c: c["retrain"].started_at, reverse=True)
     kinds = ("retrain.triggered", "retrain.run", "certification", "deploy", "rollout", "alert", "retrain.failed")
-    recent = [{"event": e, "text": describe(e), "icon": UI_ICONS.get(e.kind, "•")}
+    recent = [{"event": e, "text": describe(e), "icon": ICONS.get(e.kind, "•")}
               for e in project.store.events(model, limit=60, kinds=[kind] if kind else None)]
     return {"chains": chains, "models": models, "model": model, "kind": kind, "kinds": kinds,
             "recent": list(reversed(recent))}
@@ -287,11 +287,4 @@ def maturity(project: Project) -> dict[str, Any]:
     points = {m["model"]: [(h["time"], float(h["levels"].get(m["model"]) or 0)) for h in history
                            if h["levels"].get(m["model"]) is not None] for m in doc["models"]}
     chart = charts.line_chart([(k, v) for k, v in points.items()], empty="one assessment so far")
-    return {"doc": doc, "history": history, "chart": chart, "assessed": history[-1]["time"],
-            "stale": history[-1]["time"] < _now() - timedelta(hours=1)}
-
-
-def _now() -> datetime:
-    from rung.delivery.clock import SYSTEM
-
-    return SYSTEM.now()
+    return {"doc": doc, "history": history, "chart": chart, "assessed": history[-1]["time"]}
