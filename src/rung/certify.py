@@ -425,15 +425,12 @@ def _direction(metric: str, key: str) -> bool:
 
 
 def _snapshot_inputs(project: Project, record: ModelVersionRecord) -> pd.DataFrame:
-    """The version's training data snapshot without the target: rows the model was built for."""
-    snapshot = (record.lineage.get("data") or {}).get("snapshot")
-    if not snapshot:
-        raise CertificationError(f"{record.ref}: no data snapshot is recorded in its lineage; re-register it with `rung run`")
+    from rung.serving.loader import training_inputs
+
     try:
-        frame = project.artifacts.get(snapshot)
+        return training_inputs(project, record)
     except RungError as exc:
-        raise CertificationError(f"{record.ref}: its data snapshot cannot be read: {exc}") from exc
-    return frame.drop(columns=[project.settings.data.target], errors="ignore")
+        raise CertificationError(str(exc)) from exc
 
 
 def _load(project: Project, record: ModelVersionRecord) -> tuple[LoadedModel | None, Check]:

@@ -247,7 +247,9 @@ class BatchingSettings(_Section):
 
     enabled: bool = True
     max_batch_size: int = Field(default=64, ge=1, le=100_000)
-    max_wait_ms: float = Field(default=1.0, ge=0, le=1000)
+    # How long a batch waits for company. Unset: 1 ms when one predict call costs 2 ms or more
+    # (the batch shares that cost), else 0 (measured at load time; see rung.serving.batching).
+    max_wait_ms: float | None = Field(default=None, ge=0, le=1000)
 
 
 class ServeSettings(_Section):
@@ -266,6 +268,9 @@ class ServeSettings(_Section):
     # work never holds the gateway's GIL; thread: in a thread of the gateway (less memory).
     isolation: Literal["process", "thread"] = "process"
     workers: int = Field(default=1, ge=1, le=64)  # worker processes per loaded version (isolation: process)
+    # Predict through a compiled route of a scikit-learn pipeline (rung.serving.compiled) when, at
+    # load time, it gives the estimator's exact answers on the version's training rows.
+    compile: bool = True
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
 
 

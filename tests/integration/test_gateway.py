@@ -143,6 +143,30 @@ def test_one_matrix_tensor_and_every_mlflow_payload_agree(served: Served) -> Non
             assert body["rung"]["version"] == 1 and response.headers["x-rung-variant"] == "champion"
 
 
+def test_the_compiled_route_answers_as_the_estimator_itself(served: Served) -> None:
+    """The gateway predicts through its compiled pipeline; over HTTP its answers are the estimator's, to the bit."""
+    from rung.project import Project
+    from rung.serving.batching import to_frame
+    from rung.serving.loader import load_version, training_inputs
+
+    assert served.http.get("/v2/models/churn").json()["parameters"]["compiled"] is True
+    assert "churn:1: compiled pipeline in 1 worker process" in (served.root / "serve.log").read_text()
+    project = Project.open(served.root)
+    record = project.store.get_model_version("churn", 1)
+    estimator = load_version(project, record)
+    rows = training_inputs(project, record).sample(60, random_state=1)
+    records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in rows[list(ROW)].to_dict("records")]
+    records[0] |= {"region": "atlantis", "monthly_charges": None}  # an unseen category and a missing value
+    for start, size in ((0, 1), (1, 1), (2, 7), (9, 51)):
+        batch = records[start:start + size]
+        response = served.http.post("/v2/models/churn/versions/1/infer", json=oip(batch))
+        assert response.status_code == 200, response.text
+        got = {o["name"]: o["data"] for o in response.json()["outputs"]}
+        expected = estimator.predict(to_frame(estimator, {k: [r[k] for r in batch] for k in ROW}))
+        assert got["predict"] == expected["predict"].tolist()
+        assert got["proba"] == expected["proba"].tolist()  # exact: JSON floats round-trip
+
+
 @pytest.mark.parametrize(
     ("send", "status", "field"),
     [

@@ -280,22 +280,17 @@ class Monitor:
         return self._references[key]
 
     def _load_reference(self, model: str, version: int) -> Reference:
-        from rung.serving.loader import load_version
+        from rung.serving.loader import load_version, training_inputs
 
         record: ModelVersionRecord | None = self.project.store.get_model_version(model, version)
         if record is None:
             return Reference(features=_empty(), scores=None, metrics={}, missing=f"{model}:{version} is not registered")
-        snapshot = (record.lineage.get("data") or {}).get("snapshot")
         try:
-            frame = self.project.artifacts.get(snapshot) if snapshot else None
+            features = training_inputs(self.project, record)
         except RungError as exc:
-            frame, snapshot = None, f"unreadable ({exc})"
-        if frame is None:
-            why = f"{model}:{version} has no readable data snapshot ({snapshot or 'none recorded'}): drift cannot be computed"
+            why = f"drift cannot be computed: {exc}"
             log.warning(why)
             return Reference(features=_empty(), scores=None, metrics={}, missing=why)
-        target = self.project.settings.data.target
-        features = frame.drop(columns=[target], errors="ignore")
         scores = None
         try:
             loaded = load_version(self.project, record)

@@ -37,8 +37,9 @@ from rung.delivery.clock import SYSTEM, Clock
 from rung.errors import AuthError, ConfigError, DeployRefused, NotFound, RungError, StaleDeployment, StaleRoute
 from rung.serving import auth
 from rung.serving.batching import Runtime
+from rung.serving.compiled import CompiledPipeline, compile_model
 from rung.serving.control import control_routes
-from rung.serving.loader import InputError, LoadedModel, load_version
+from rung.serving.loader import InputError, LoadedModel, load_version, training_inputs
 from rung.monitor.requestlog import open_request_log
 from rung.serving.metrics import GatewayMetrics
 from rung.serving.worker import ModelWorker, WorkerDied
@@ -47,6 +48,7 @@ from rung.serving.routing import RoutingTable, set_routing, single_version
 
 if TYPE_CHECKING:
     from rung.project import Project
+    from rung.store.records import ModelVersionRecord
 
 __all__ = ["Gateway", "create_app"]
 
@@ -166,6 +168,9 @@ class Gateway:
         if record is None:
             raise ConfigError(f"routing table of {model} names version {version}, which is not registered")
         loaded = load_version(self.project, record)
+        not_compiled = "serve.compile is false"
+        if self.settings.compile:
+            loaded.compiled, not_compiled = self._compile(loaded, record)
         workers: list[ModelWorker] = []
         if self.settings.isolation == "process":
             try:
@@ -187,7 +192,18 @@ class Gateway:
             on_batch=lambda m, rows: self.metrics.batch_rows.labels(m.name, str(m.version)).observe(rows),
         )
         runtime.warm_up()
+        if loaded.compiled is None:
+            runtime.note = f"not compiled: {not_compiled}"
+        log.info("loaded %s", runtime.describe())
         return runtime
+
+    def _compile(self, loaded: LoadedModel, record: ModelVersionRecord) -> tuple[CompiledPipeline | None, str]:
+        """The compiled route when it gives the estimator's answers on the version's training rows; else why not."""
+        try:
+            sample = training_inputs(self.project, record)
+        except RungError as exc:
+            return None, str(exc)
+        return compile_model(loaded, sample)
 
     def _unload_unused(self) -> None:
         """Unload versions no table needs after a grace period.
@@ -459,7 +475,7 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
             "inputs": [{"name": c.name, "datatype": _oip_type(c.type), "shape": [-1]} for c in model.columns],
             "outputs": [{"name": "predict", "datatype": oip_datatype(model.classes) if model.classes else "FP64", "shape": [-1]}]
             + ([{"name": "proba", "datatype": "FP64", "shape": [-1]}] if model.task == "classification" else []),
-            "parameters": {"routing": table.to_dict()},
+            "parameters": {"routing": table.to_dict(), "compiled": model.compiled is not None},
         })
 
     async def model_ready(request: Request) -> Response:

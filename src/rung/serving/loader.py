@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from rung.project import Project
     from rung.store.records import ModelVersionRecord
 
-__all__ = ["InputError", "Column", "LoadedModel", "load_version", "verify_files"]
+__all__ = ["InputError", "Column", "LoadedModel", "load_version", "training_inputs", "verify_files"]
 
 NUMERIC = {"double", "float", "long", "integer", "boolean"}
 
@@ -63,6 +63,8 @@ class LoadedModel:
     estimator: Any
     path: Path
     classes: list[Any] = field(default_factory=list)
+    # A faster route to the same answers (rung.serving.compiled), set by the gateway once verified.
+    compiled: Any = None
 
     @property
     def ref(self) -> str:
@@ -101,15 +103,18 @@ class LoadedModel:
 
     def predict(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """``{"predict": labels or values}`` and, for classifiers, ``{"proba": P(positive)}``."""
+        return self.outputs(self.estimator, frame)
+
+    def outputs(self, predictor: Any, inputs: Any) -> dict[str, np.ndarray]:
+        """:meth:`predict` through ``predictor``: the estimator on a frame, or its compiled route on columns."""
         import numpy as np
 
-        estimator = self.estimator
-        if self.flavor != "pyfunc" and self.task == "classification" and self.classes and hasattr(estimator, "predict_proba"):
+        if self.flavor != "pyfunc" and self.task == "classification" and self.classes and hasattr(self.estimator, "predict_proba"):
             # One pass: the label is the most probable class, as predict() would say.
-            proba = np.asarray(estimator.predict_proba(frame))
+            proba = np.asarray(predictor.predict_proba(inputs))
             labels = np.asarray(self.classes)[proba.argmax(axis=1)]
             return {"predict": labels, "proba": proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)}
-        return {"predict": np.asarray(estimator.predict(frame))}
+        return {"predict": np.asarray(predictor.predict(inputs))}
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """One number per row: P(positive) for binary classifiers, else the prediction."""
@@ -153,6 +158,18 @@ def load_version(project: Project, record: ModelVersionRecord) -> LoadedModel:
         path=target,
         classes=classes,
     )
+
+
+def training_inputs(project: Project, record: ModelVersionRecord) -> pd.DataFrame:
+    """The version's training data snapshot without the target: the rows the model was built for."""
+    snapshot = (record.lineage.get("data") or {}).get("snapshot")
+    if not snapshot:
+        raise RungError(f"{record.ref}: no data snapshot is recorded in its lineage; re-register it with `rung run`")
+    try:
+        frame = project.artifacts.get(snapshot)
+    except RungError as exc:
+        raise RungError(f"{record.ref}: its data snapshot cannot be read: {exc}") from exc
+    return frame.drop(columns=[project.settings.data.target], errors="ignore")
 
 
 def _download(project: Project, record: ModelVersionRecord, target: Path) -> None:

@@ -1,0 +1,89 @@
+"""The batcher's wait for company: measured from one call's cost unless set."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rung.serving.batching import AUTO_WAIT_MS, RECHECK_CALLS, Runtime
+from rung.serving.loader import Column, LoadedModel
+
+MODEL = LoadedModel("m", 1, "sklearn", "classification", [Column("x", "double"), Column("c", "string")], None, Path("."))
+
+
+def _costing(seconds: float) -> Any:
+    """A predictor that takes ``predict.cost`` seconds a call (changeable) and remembers its inputs."""
+    calls = []
+
+    def predict(columns: dict[str, list[Any]]) -> dict[str, Any]:
+        calls.append(columns)
+        time.sleep(predict.cost)  # type: ignore[attr-defined]
+        return {"predict": [0] * len(columns["x"])}
+
+    predict.calls = calls  # type: ignore[attr-defined]
+    predict.cost = seconds  # type: ignore[attr-defined]
+    return predict
+
+
+@pytest.mark.parametrize(("cost_s", "wait_ms"), [(0.0, 0.0), (0.004, AUTO_WAIT_MS)])
+def test_a_batch_waits_for_company_only_when_a_call_is_costly(cost_s: float, wait_ms: float) -> None:
+    predictor = _costing(cost_s)
+    runtime = Runtime(MODEL, workers=[predictor])
+    try:
+        cost = runtime.warm_up()
+    finally:
+        runtime.close()
+    assert cost is not None and cost >= cost_s
+    assert runtime.max_wait_ms == wait_ms
+    assert predictor.calls[0] == {"x": [0.0], "c": [""]}  # a made-up row of the signature's kinds
+
+
+def test_a_configured_wait_is_kept_and_a_failing_model_keeps_the_cautious_wait() -> None:
+    runtime = Runtime(MODEL, workers=[_costing(0.0)], max_wait_ms=5.0)
+    runtime.warm_up()
+    assert runtime.max_wait_ms == 5.0
+    runtime.close()
+
+    def broken(columns: dict[str, list[Any]]) -> dict[str, Any]:
+        raise ValueError("cannot predict a made-up row")
+
+    runtime = Runtime(MODEL, workers=[broken])
+    assert runtime.warm_up() is None
+    assert runtime.max_wait_ms == AUTO_WAIT_MS
+    runtime.close()
+
+
+def test_a_warm_up_slowed_by_a_neighbour_is_corrected_by_the_calls_that_follow() -> None:
+    predictor = _costing(0.004)  # at load time the machine was busy
+    runtime = Runtime(MODEL, workers=[predictor])
+    runtime.warm_up()
+    assert runtime.max_wait_ms == AUTO_WAIT_MS
+    predictor.cost = 0.0  # then the model's true cost shows
+
+    async def serve(calls: int) -> None:
+        for _ in range(calls):
+            await runtime.predict({"x": [1.0], "c": ["a"]}, 1)
+
+    try:
+        asyncio.run(serve(RECHECK_CALLS - 1))
+        assert runtime.max_wait_ms == AUTO_WAIT_MS  # decided only from a full round of calls
+        asyncio.run(serve(1))
+        assert runtime.max_wait_ms == 0.0 and runtime.call_s is not None and runtime.call_s < 0.002
+        predictor.cost = 0.004
+        asyncio.run(serve(RECHECK_CALLS))
+        assert runtime.max_wait_ms == AUTO_WAIT_MS
+    finally:
+        runtime.close()
+
+
+def test_describe_says_how_a_version_predicts() -> None:
+    runtime = Runtime(MODEL, workers=[_costing(0.0)], note="not compiled: serve.compile is false")
+    runtime.warm_up()
+    runtime.close()
+    line = runtime.describe()
+    assert line.startswith("m:1: sklearn estimator (not compiled: serve.compile is false) in 1 worker process, ")
+    assert line.endswith("ms a call, batches wait 0 ms")
