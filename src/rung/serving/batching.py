@@ -31,6 +31,7 @@ __all__ = ["AUTO_WAIT_MS", "Runtime", "predict_columns", "to_frame"]
 
 AUTO_WAIT_MS = 1.0
 WARM_UP_CALLS = 10
+WARM_UP_BUDGET_S = 0.25
 RECHECK_CALLS = 256
 
 
@@ -164,10 +165,14 @@ class Runtime:
         """
         if self.model.columns:
             row = {c.name: [0.0 if c.numeric else ""] for c in self.model.columns}
-            for _ in range(WARM_UP_CALLS):
+            spent = 0.0
+            for _ in range(WARM_UP_CALLS):  # a slow model (no use batching-wise) stops after the first calls
                 try:
-                    self._fastest = min(self._fastest, _timed(self._predictors[0], row)[1])
+                    seconds = _timed(self._predictors[0], row)[1]
                 except Exception:
+                    break
+                self._fastest, spent = min(self._fastest, seconds), spent + seconds
+                if spent > WARM_UP_BUDGET_S:
                     break
         fastest = self._fastest if self._fastest < math.inf else None
         self._fastest = math.inf
