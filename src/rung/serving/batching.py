@@ -27,7 +27,7 @@ from typing import Any
 from rung.serving.loader import LoadedModel
 from rung.serving.protocols import Columns
 
-__all__ = ["AUTO_WAIT_MS", "Runtime", "predict_columns", "to_frame"]
+__all__ = ["AUTO_WAIT_MS", "Runtime", "predict_columns", "to_frame", "wait_for"]
 
 AUTO_WAIT_MS = 1.0
 WARM_UP_CALLS = 10
@@ -161,7 +161,7 @@ class Runtime:
 
         The first real request then does not pay for lazy initialisation,
         and with ``max_wait_ms`` unset the cost decides whether waiting for
-        company pays (:meth:`_decide`).
+        company pays (:func:`wait_for`).
         """
         if self.model.columns:
             row = {c.name: [0.0 if c.numeric else ""] for c in self.model.columns}
@@ -176,10 +176,9 @@ class Runtime:
                     break
         fastest = self._fastest if self._fastest < math.inf else None
         self._fastest = math.inf
+        self.call_s = fastest
         if self._auto_wait:
-            self._decide(fastest)
-        else:
-            self.call_s = fastest
+            self.max_wait_ms = wait_for(fastest)
         return fastest
 
     def _observe(self, seconds: float) -> None:
@@ -192,21 +191,8 @@ class Runtime:
         self._fastest = min(self._fastest, seconds)
         self._calls += 1
         if self._calls >= RECHECK_CALLS:
-            self._decide(self._fastest)
+            self.call_s, self.max_wait_ms = self._fastest, wait_for(self._fastest)
             self._fastest, self._calls = math.inf, 0
-
-    def _decide(self, seconds: float | None) -> None:
-        """Wait ``AUTO_WAIT_MS`` for company only when a call costs at least twice that.
-
-        A batch shares one call's fixed cost, so waiting pays for a costly
-        call. A cheap one (a compiled pipeline: about 0.6 ms) is better sent
-        at once, while the loop answers the batch before it. In
-        ``bench/gateway.py`` at 8 connections: 4,300 req/s against 2,800
-        with the wait for a compiled pipeline; 1,650 against 1,400 without
-        it for a model at 2-3 ms a call.
-        """
-        self.call_s = seconds
-        self.max_wait_ms = 0.0 if seconds is not None and seconds * 1000 < 2 * AUTO_WAIT_MS else AUTO_WAIT_MS
 
     def describe(self) -> str:
         """One line for the operator: how this version predicts and what a call costs."""
@@ -233,6 +219,19 @@ class Runtime:
             if close is not None:
                 self._pool.submit(close)
         self._pool.shutdown(wait=False)
+
+
+def wait_for(call_s: float | None) -> float:
+    """Wait ``AUTO_WAIT_MS`` for company only when a call costs at least twice that (unknown: wait).
+
+    A batch shares one call's fixed cost, so waiting pays for a costly
+    call. A cheap one (a compiled pipeline: about 0.6 ms) is better sent at
+    once, while the loop answers the batch before it. In
+    ``bench/gateway.py`` at 8 connections: 4,300 req/s against 2,800 with
+    the wait for a compiled pipeline; 1,650 against 1,400 without it for a
+    model at 2-3 ms a call.
+    """
+    return 0.0 if call_s is not None and call_s * 1000 < 2 * AUTO_WAIT_MS else AUTO_WAIT_MS
 
 
 def _timed(predictor: Callable[[Columns], dict[str, Any]], columns: Columns) -> tuple[dict[str, Any], float]:

@@ -94,8 +94,10 @@ def _array(block: _Block, columns: Columns) -> np.ndarray:
 
 def compile_model(model: LoadedModel, sample: pd.DataFrame | None) -> tuple[CompiledPipeline | None, str]:
     """The compiled route for ``model`` if it answers exactly as the estimator on ``sample``; else ``None`` and why."""
-    if model.flavor != "sklearn" or not model.columns:
-        return None, f"{model.flavor} flavour" if model.flavor != "sklearn" else "no input signature"
+    if model.flavor != "sklearn":
+        return None, f"{model.flavor} flavour"
+    if not model.columns:
+        return None, "no input signature"
     if sample is None or sample.empty:
         return None, "no training rows to check it against"
     try:
