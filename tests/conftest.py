@@ -44,6 +44,40 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Com
     return root, result
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    """Kill the processes a test started and left running: a test stopped by its timeout skips its own cleanup."""
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    # A process started by one that was already there (a module fixture's gateway starting a model worker) is its own.
+    theirs: set[int] = set()
+    for process in me.children(recursive=True):
+        if process.pid in before:
+            with contextlib.suppress(psutil.Error):
+                theirs.update(child.pid for child in process.children(recursive=True))
+    leftovers = [
+        p for p in me.children(recursive=True) if p.pid not in before and p.pid not in theirs and not _multiprocessing_helper(p)
+    ]
+    for process in leftovers:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(leftovers, timeout=10)
+
+
+def _multiprocessing_helper(process: "psutil.Process") -> bool:
+    """multiprocessing's fork server and resource tracker live for the whole session: killing them breaks later pools."""
+    import psutil
+
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return "multiprocessing.forkserver" in command or "multiprocessing.resource_tracker" in command
+
+
 @pytest.fixture
 def project_dir(template_project: Path, tmp_path: Path) -> Path:
     target = tmp_path / "churn"

@@ -4,10 +4,12 @@ A version is *certified* when none of its checks failed. The checks, in
 order: the model files match the sha256 recorded at registration; its
 metrics meet the absolute thresholds; it is not worse than the current
 champion by more than a margin, overall and per slice; in-process
-prediction fits the latency budget; its inputs are the champion's (bar
-declared changes); the project's own tests pass; declared behaviour
-expectations (directional, invariance) hold. A check that cannot apply (no
-champion yet, a slice too small) is ``skipped``, with the reason.
+prediction fits the latency budget (or, on a host too busy for it, is not
+much slower than the champion timed in the same run); its inputs are the
+champion's (bar declared changes); the project's own tests pass; declared
+behaviour expectations (directional, invariance) hold. A check that cannot
+apply (no champion yet, a slice too small, pytest missing) is ``skipped``,
+with the reason.
 
 The rules are plain functions of numbers, columns and scores
 (:func:`threshold_check`, :func:`champion_check`, :func:`slice_checks`,
@@ -24,6 +26,7 @@ tampering) raises :class:`~rung.errors.CertificationError`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -66,6 +69,8 @@ Status = Literal["passed", "failed", "skipped"]
 DEFAULT_CHAMPION_MARGIN = ChampionMargin(max_drop=0.01)
 TAG_LIMIT = 5000  # MLflow's limit on a tag value
 EPS = 1e-12  # float slack so that a drop of exactly the margin passes
+LATENCY_ROUNDS = 3  # a latency check that misses is timed again, up to this many rounds: a busy host's stalls pass
+CHAMPION_LATENCY_FACTOR = 1.5  # over budget, a candidate may still be this much slower than the champion timed alongside
 
 
 @dataclass(frozen=True)
@@ -309,14 +314,48 @@ def _p99(samples_ms: Sequence[float]) -> float:
     return float(np.percentile(np.asarray(samples_ms, dtype=float), 99))
 
 
-def latency_check(name: str, samples_ms: Sequence[float], budget_ms: float) -> Check:
-    """The p99 of ``samples_ms`` is within ``budget_ms``."""
-    if not samples_ms:
+def _rounds(count: int) -> str:
+    return f"{count} round{'s' if count != 1 else ''}"
+
+
+def latency_check(
+    name: str,
+    rounds_ms: Sequence[Sequence[float]],
+    budget_ms: float,
+    champion_rounds_ms: Sequence[Sequence[float]] = (),
+    *,
+    champion_ref: str = "the champion",
+    factor: float = CHAMPION_LATENCY_FACTOR,
+) -> Check:
+    """The candidate's p99 is within ``budget_ms``, or not much slower than the champion timed alongside.
+
+    Each round is one series of timed calls; a version's figure is the p99
+    of its best round, because a loaded host adds stalls that come and go
+    but cannot make a model faster than it is. A candidate over the
+    absolute budget still passes when it is within ``factor`` × the
+    champion's figure from the same run (``champion_rounds_ms``): the
+    machine was slow, not the model. The detail says how it was measured.
+    """
+    rounds = [list(r) for r in rounds_ms if len(r)]
+    theirs = [list(r) for r in champion_rounds_ms if len(r)]
+    if not rounds:
         return Check(name, "skipped", None, f"p99 ≤ {_fmt(budget_ms)} ms", "no timings")
-    p99 = _p99(samples_ms)
-    status: Status = "passed" if p99 <= budget_ms else "failed"
-    median = sorted(samples_ms)[len(samples_ms) // 2]
-    return Check(name, status, round(p99, 3), f"p99 ≤ {_fmt(budget_ms)} ms", f"median {median:.2f} ms over {len(samples_ms)} calls")
+    p99s = [_p99(r) for r in rounds]
+    best = min(p99s)
+    calls = rounds[p99s.index(best)]
+    median = sorted(calls)[len(calls) // 2]
+    detail = (f"best of {_rounds(len(rounds))} of {len(calls)} calls "
+              f"(p99 per round {', '.join(_fmt(p) for p in p99s)} ms; median {median:.2f} ms)")
+    limit = budget_ms
+    expected = f"p99 ≤ {_fmt(budget_ms)} ms"
+    if theirs:
+        champion_best = min(_p99(r) for r in theirs)
+        limit = max(budget_ms, factor * champion_best)
+        expected += f", or ≤ {_fmt(factor)}× {champion_ref}'s p99 timed alongside"
+        detail += (f"; {champion_ref} timed alongside: p99 {_fmt(champion_best)} ms, best of {_rounds(len(theirs))}, "
+                   f"limit {_fmt(limit)} ms")
+    status: Status = "passed" if best <= limit else "failed"
+    return Check(name, status, round(best, 3), expected, detail)
 
 
 # -- behaviour ------------------------------------------------------------------------------
@@ -409,12 +448,6 @@ def behaviour_check(model: LoadedModel, rows: pd.DataFrame, check: BehaviourChec
 # -- gathering the inputs ---------------------------------------------------------------------
 
 
-def _primary_metric(project: Project) -> str:
-    from rung.evaluation import PRIMARY_METRIC
-
-    return project.settings.evaluate.primary_metric or PRIMARY_METRIC[project.settings.task]
-
-
 def _direction(metric: str, key: str) -> bool:
     from rung.evaluation import higher_is_better
 
@@ -459,25 +492,66 @@ def _time_ms(call: Any, batches: Sequence[Any], repeats: int, warmup: int = 5) -
     return samples
 
 
-def _latency(model: LoadedModel, inputs: pd.DataFrame, budget: LatencyBudget) -> list[Check]:
-    """Time ``predict`` (with the input check the gateway does) on single rows and on 1,000-row batches."""
-    if inputs.empty:
-        return [Check("latency", "skipped", detail="the data snapshot has no rows")]
+def _own_columns(model: LoadedModel, frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
+    """``frames`` cut to the model's signature, so that timing measures prediction and not column picking."""
+    names = [c.name for c in model.columns]
+    return [frame[names] for frame in frames] if names else list(frames)
 
-    def call(frame: pd.DataFrame) -> None:
-        model.predict(model.frame(frame))
+
+def _timed_rounds(name: str, budget_ms: float, repeats: int, candidate: LoadedModel, champion: LoadedModel | None,
+                  frames: Sequence[pd.DataFrame], champion_ref: str) -> Check:
+    """Time rounds of ``predict`` until :func:`latency_check` passes or :data:`LATENCY_ROUNDS` are spent.
+
+    The champion is timed right after each round in which the candidate
+    missed ``budget_ms``, so both see the same load on the host.
+    """
+    def one_round(model: LoadedModel, own: list[pd.DataFrame]) -> list[float]:
+        return _time_ms(lambda frame: model.predict(model.frame(frame)), own, repeats)
+
+    ours = _own_columns(candidate, frames)
+    theirs = _own_columns(champion, frames) if champion is not None else []
+    rounds: list[list[float]] = []
+    champion_rounds: list[list[float]] = []
+    for _ in range(LATENCY_ROUNDS):
+        rounds.append(one_round(candidate, ours))
+        if champion is not None and _p99(rounds[-1]) > budget_ms:
+            champion_rounds.append(one_round(champion, theirs))
+        check = latency_check(name, rounds, budget_ms, champion_rounds, champion_ref=champion_ref)
+        if check.status != "failed":
+            break
+    return check
+
+
+def _latency(model: LoadedModel, champion: LoadedModel | None, inputs: pd.DataFrame, budget: LatencyBudget,
+             champion_note: str) -> list[Check]:
+    """Time ``predict`` (with the input check the gateway does) on single rows and on 1,000-row batches.
+
+    ``inputs`` are the candidate's snapshot rows with every column, so that
+    a champion with other inputs can be timed on the same rows; without
+    one, ``champion_note`` says why in a failing check's detail.
+    """
+    from dataclasses import replace
 
     from threadpoolctl import threadpool_limits
 
+    if inputs.empty:
+        return [Check("latency", "skipped", detail="the data snapshot has no rows")]
     singles = [inputs.iloc[[i]] for i in range(min(len(inputs), budget.repeats))]
     batch_count = min(budget.repeats, 5)
     batches = [inputs.sample(1000, replace=len(inputs) < 1000, random_state=seed) for seed in range(batch_count)]
+    ref = f"{champion.name}:{champion.version}" if champion is not None else "the champion"
+    lacking = [c.name for c in champion.columns if c.name not in inputs.columns] if champion is not None else []
+    if lacking:
+        champion, champion_note = None, f"{ref} takes {', '.join(lacking)}, which the data snapshot lacks"
+    checks = []
     # Measured as the gateway serves: one OpenMP/BLAS thread (serve.model_threads' default).
     with threadpool_limits(1):
-        return [
-            latency_check("latency.single_row_p99_ms", _time_ms(call, singles, budget.repeats), budget.single_row_p99_ms),
-            latency_check("latency.batch_1000_p99_ms", _time_ms(call, batches, budget.repeats), budget.batch_1000_p99_ms),
-        ]
+        for name, frames, limit, what in (("latency.single_row_p99_ms", singles, budget.single_row_p99_ms, "single rows"),
+                                          ("latency.batch_1000_p99_ms", batches, budget.batch_1000_p99_ms, "1,000-row batches")):
+            check = _timed_rounds(name, limit, budget.repeats, model, champion, frames, ref)
+            note = f"; no champion timed alongside: {champion_note}" if check.status == "failed" and champion_note else ""
+            checks.append(replace(check, detail=f"{what}, one thread; {check.detail}{note}"))
+    return checks
 
 
 def _project_tests(project: Project, gate: TestsGate, skip: bool) -> Check:
@@ -489,6 +563,10 @@ def _project_tests(project: Project, gate: TestsGate, skip: bool) -> Check:
         return Check("tests", "skipped", detail="certify.tests.enabled is false")
     if not (project.root / path).exists():
         return Check("tests", "skipped", detail=f"no {path} in the project")
+    if importlib.util.find_spec("pytest") is None:
+        # rung depends on pytest; an environment that lost it still certifies the rest, and says what was not run
+        detail = f"pytest is not installed in {sys.prefix}, so {path} was not run: pip install pytest"
+        return Check("tests", "skipped", detail=detail)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path]
     expected = "pytest passes"
     try:
@@ -534,7 +612,7 @@ def _metric_checks(
         if metric not in overall:
             raise CertificationError(f"{key}: {record.ref} has no metric '{metric}' (it has: {recorded})")
         checks.append(threshold_check(metric, overall[metric], bound))
-    primary = _primary_metric(project)
+    primary = project.primary_metric
     margins = settings.versus_champion if settings.versus_champion is not None else {primary: DEFAULT_CHAMPION_MARGIN}
     directions = {m: _direction(m, f"certify.versus_champion.{m}") for m in margins}
     for metric in margins:
@@ -579,7 +657,7 @@ def certify(project: Project, ref: str, *, actor: str = "cli", skip_tests: bool 
     clock = time.perf_counter()
     settings = project.settings.certify
     record = project.model_version(ref)
-    inputs = _snapshot_inputs(project, record)
+    snapshot = inputs = _snapshot_inputs(project, record)
     project.tracking.check_reachable()
     champion, no_champion = _champion(project, record)
     metric_checks = _metric_checks(project, record, champion, no_champion)  # settings errors surface before the slow part
@@ -594,8 +672,9 @@ def certify(project: Project, ref: str, *, actor: str = "cli", skip_tests: bool 
         why = "the model was not loaded: its integrity check failed"
         checks += [Check(name, "skipped", detail=why) for name in ("latency", "schema", "behaviour")]
     else:
-        checks += _latency(model, inputs, settings.latency)
-        checks.append(_schema_against(project, model, champion, no_champion))
+        rival, no_rival = _load_champion(project, champion, no_champion)
+        checks += _latency(model, rival, snapshot, settings.latency, no_rival)
+        checks.append(_schema_against(project, model, rival, no_rival))
         if not settings.behaviour:
             checks.append(Check("behaviour", "skipped", detail="no certify.behaviour checks declared"))
         for index, check in enumerate(settings.behaviour):
@@ -615,17 +694,23 @@ def certify(project: Project, ref: str, *, actor: str = "cli", skip_tests: bool 
     return report
 
 
-def _schema_against(project: Project, model: LoadedModel, champion: ModelVersionRecord | None, no_champion: str) -> Check:
+def _load_champion(project: Project, champion: ModelVersionRecord | None, no_champion: str) -> tuple[LoadedModel | None, str]:
+    """The champion in memory, to compare inputs and latency with; else why there is none."""
     from rung.serving.loader import load_version
 
     if champion is None:
-        return Check("schema", "skipped", detail=no_champion)
+        return None, no_champion
     try:
-        theirs = load_version(project, champion)
+        return load_version(project, champion), ""
     except RungError as exc:
-        return Check("schema", "skipped", detail=f"{champion.ref} cannot be loaded to compare: {exc}")
-    return schema_check(model.columns, theirs.columns, project.settings.certify.schema_check.declared_changes,
-                        champion_ref=champion.ref)
+        return None, f"{champion.ref} cannot be loaded to compare: {exc}"
+
+
+def _schema_against(project: Project, model: LoadedModel, champion: LoadedModel | None, no_champion: str) -> Check:
+    if champion is None:
+        return Check("schema", "skipped", detail=no_champion)
+    return schema_check(model.columns, champion.columns, project.settings.certify.schema_check.declared_changes,
+                        champion_ref=f"{champion.name}:{champion.version}")
 
 
 def _record(project: Project, report: CertificationReport, actor: str, chain: str | None) -> None:

@@ -145,6 +145,7 @@ class RequestLogSettings(_Section):
     enabled: bool = True  # false: nothing is recorded (rollouts then have no evidence to judge)
     path: str | None = None  # relative to the project; default .rung/requests
     capacity: int = Field(default=100_000, ge=1)  # records queued in memory; beyond it they are dropped and counted
+    max_request_rows: int | None = Field(default=None, ge=1)  # rows one request may queue (None: capacity / 4); more: dropped whole
     flush_s: float = Field(default=0.5, gt=0, le=60)  # a segment is written this often (when there is something to write)
 
 

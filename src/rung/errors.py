@@ -8,6 +8,7 @@ what to do), because the CLI prints it as one line.
 
     RungError                       base: the CLI prints the message, exits 1
     ├── ConfigError                 rung.yaml missing, malformed or invalid
+    ├── MissingDependency           an optional library is not installed; names the rung[extra]
     ├── ProjectNotFound             no rung.yaml in this directory or above
     ├── ProjectExists               rung init over an existing project
     ├── StoreError                  the metadata store cannot be opened or used
@@ -15,7 +16,8 @@ what to do), because the CLI prints it as one line.
     ├── DataError                   a data source is missing or unreadable
     │   └── DataValidationError     a batch failed its schema or quality checks
     ├── PipelineError               the pipeline definition is wrong (cycle, ...)
-    │   └── StepFailed              a step raised; names the step and its log
+    │   ├── StepFailed              a step raised; names the step and its log
+    │   └── RunAbandoned            the process running a run died; its steps must not take effect
     ├── NotFound                    something named by the user does not exist
     │   ├── RunNotFound
     │   └── ModelVersionNotFound
@@ -26,7 +28,9 @@ what to do), because the CLI prints it as one line.
     ├── StaleRoute                  a routing table changed under a writer
     ├── DeployRefused               a deploy, rollback or approval that cannot happen as asked
     ├── StaleDeployment             a rollout changed under a writer
+    ├── LeaseLost                   a controller's lease expired or was taken over: its write is refused
     ├── DriftError                  a drift comparison cannot run (no reference, nothing in common)
+    ├── LoopNotClosed               `rung demo` ended without a retrained version promoted; says where it stopped
     └── AssessError                 `rung assess` cannot read its target or its answers
 """
 
@@ -38,6 +42,7 @@ from typing import Any
 __all__ = [
     "RungError",
     "ConfigError",
+    "MissingDependency",
     "ProjectNotFound",
     "ProjectExists",
     "StoreError",
@@ -46,6 +51,7 @@ __all__ = [
     "DataValidationError",
     "PipelineError",
     "StepFailed",
+    "RunAbandoned",
     "NotFound",
     "RunNotFound",
     "ModelVersionNotFound",
@@ -56,7 +62,9 @@ __all__ = [
     "StaleRoute",
     "DeployRefused",
     "StaleDeployment",
+    "LeaseLost",
     "DriftError",
+    "LoopNotClosed",
     "AssessError",
 ]
 
@@ -69,6 +77,15 @@ class RungError(Exception):
 
 class ConfigError(RungError):
     """The project file is missing, not YAML, or has an invalid key."""
+
+
+class MissingDependency(RungError):
+    """A feature needs an optional library that is not installed; the message names the extra to install."""
+
+    def __init__(self, module: str, *, extra: str, package: str, purpose: str) -> None:
+        super().__init__(f"{purpose} needs {package}, which is not installed: pip install 'rung[{extra}]'")
+        self.module = module
+        self.extra = extra
 
 
 class ProjectNotFound(RungError):
@@ -112,6 +129,10 @@ class StepFailed(PipelineError):
         self.step = step
         self.error = error
         self.log_path = str(log_path) if log_path else None
+
+
+class RunAbandoned(PipelineError):
+    """The process that ran a pipeline run died (or the run was ended); a step of it must not register."""
 
 
 class NotFound(RungError):
@@ -166,8 +187,20 @@ class StaleDeployment(RungError):
     """A rollout changed since it was read (another controller or a user moved it); read it again."""
 
 
+class LeaseLost(RungError):
+    """A write on behalf of a lease (the controller's) whose holder no longer holds it: refused, nothing changed.
+
+    The holder stops its pass; the next pass reads the state again (and
+    takes the lease again if it is free).
+    """
+
+
 class DriftError(RungError):
     """A drift comparison cannot run: no reference, no current rows, nothing in common, an unreadable file."""
+
+
+class LoopNotClosed(RungError):
+    """``rung demo`` played its days but no retrained version was triggered, certified, rolled out and promoted."""
 
 
 class AssessError(RungError):

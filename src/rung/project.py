@@ -27,6 +27,7 @@ from rung.errors import ConfigError, ModelVersionNotFound, PipelineError, Projec
 from rung.pipeline.artifacts import ArtifactStore
 from rung.pipeline.dag import Pipeline
 from rung.pipeline.executors import PIPELINE_MODULE_PREFIX
+from rung.pipeline.owner import settle, settle_all
 from rung.pipeline.runner import Runner, RunResult, StepUpdate
 from rung.store import MetadataStore, ModelVersionRecord, PipelineRun
 
@@ -74,6 +75,13 @@ class Project:
         return cls(ctx.project_root, ctx.settings)
 
     # -- adapters ------------------------------------------------------------------------
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric a person looks at first: ``evaluate.primary_metric``, else the task's (roc_auc, rmse)."""
+        from rung.evaluation import PRIMARY_METRIC
+
+        return self.settings.evaluate.primary_metric or PRIMARY_METRIC[self.settings.task]
 
     @property
     def state_dir(self) -> Path:
@@ -185,7 +193,12 @@ class Project:
             executor.close()
 
     def runs(self, limit: int = 50) -> list[PipelineRun]:
-        return self.store.list_runs(project=self.settings.name, limit=limit)
+        """The latest runs; one whose process died is recorded failed first (see :mod:`rung.pipeline.owner`)."""
+        return settle_all(self.store, self.store.list_runs(project=self.settings.name, limit=limit))
+
+    def get_run(self, run_id: str) -> PipelineRun:
+        """A run by id or id prefix, settled like :meth:`runs`."""
+        return settle(self.store, self.store.get_run(run_id))
 
     # -- the registry ------------------------------------------------------------------------
 
@@ -198,8 +211,9 @@ class Project:
         reference_profile: dict[str, Any],
         ctx: StepContext,
         data_source: str,
+        fence: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """Register ``model`` in MLflow and record its lineage in the metadata store."""
+        """Register ``model`` in MLflow and record its lineage in the metadata store (``fence``: see Tracking.register)."""
         import json
 
         from rung.evaluation import flatten_metrics
@@ -228,6 +242,7 @@ class Project:
             data_source=data_source,
             data_path=self.artifacts.path(snapshot) if snapshot else self.root,
             artifacts={"reference_profile.json": reference_profile, "rung_metrics.json": metrics},
+            fence=fence,
         )
         lineage = {
             "pipeline_run": ctx.run_id,

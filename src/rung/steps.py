@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from rung.data.sources import describe_source, read_source, source_fingerprint
 from rung.errors import DataValidationError
 from rung.lineage import file_sha256
+from rung.pipeline.owner import ensure_owned
 from rung.pipeline.step import StepContext, step
 
 if TYPE_CHECKING:
@@ -109,10 +110,19 @@ def evaluate(model: Any, test_set: pd.DataFrame, ctx: StepContext) -> dict[str, 
 def register(
     model: Any, metrics: dict[str, Any], train_set: pd.DataFrame, reference_profile: dict[str, Any], ctx: StepContext
 ) -> dict[str, Any]:
-    """Log the run and model to MLflow, register a version, record its lineage."""
+    """Log the run and model to MLflow, register a version, record its lineage.
+
+    Only while the run's process lives: a worker left behind by a killed run
+    must not register (checked first, and again at the moment of registering).
+    """
     from rung.project import Project
 
     project = Project.from_context(ctx)
+
+    def fence() -> None:
+        ensure_owned(project.store, ctx.run_id, ctx.step)
+
+    fence()
     return project.register_model(
         model,
         metrics=metrics,
@@ -120,4 +130,5 @@ def register(
         reference_profile=reference_profile,
         ctx=ctx,
         data_source=describe_source(ctx.settings.data.source),
+        fence=fence,
     )

@@ -21,12 +21,12 @@ import os
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rung.errors import TrackingError
+from rung.errors import RungError, TrackingError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -185,12 +185,16 @@ class Tracking:
         data_source: str,
         data_path: Path,
         artifacts: dict[str, Any],
+        fence: Callable[[], None] | None = None,
     ) -> Registered:
         """Log a run with the model and register it as a new version of ``name``.
 
         The new version gets the ``challenger`` alias; the first version of a
         model also gets ``champion``. If anything fails after the version
         was created, the version is deleted: no half-registered model.
+        ``fence`` is called just before the version is created and again
+        before any alias moves; whatever it raises stops the registration
+        (the register step passes one that checks its run is still alive).
         """
         flavor = detect_flavor(model)
         try:
@@ -198,13 +202,12 @@ class Tracking:
                 return self._register(
                     mlflow,
                     model, flavor, name, experiment, train, target, params, metrics, tags, data_digest, data_source,
-                    data_path, artifacts,
+                    data_path, artifacts, fence or (lambda: None),
                 )
-        except TrackingError:
+        except RungError:
             raise
         except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise TrackingError(f"MLflow at {self.uri} refused the registration of '{name}': {first}") from exc
+            raise TrackingError(f"MLflow at {self.uri} refused the registration of '{name}': {_first_line(exc)}") from exc
 
     def _register(
         self,
@@ -222,6 +225,7 @@ class Tracking:
         data_source: str,
         data_path: Path,
         artifacts: dict[str, Any],
+        fence: Callable[[], None],
     ) -> Registered:
         from mlflow.models import infer_signature
 
@@ -245,14 +249,17 @@ class Tracking:
                 info = self._log_model(mlflow, model, flavor, signature, example)
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri))
                 manifest = hash_tree(local)
+                fence()
                 version = mlflow.register_model(info.model_uri, name, await_registration_for=60)
                 created_version = int(version.version)
                 client.set_model_version_tag(name, version.version, "rung.sha256", manifest_digest(manifest))
                 client.set_model_version_tag(name, version.version, "rung.run_id", tags.get("rung.run_id", ""))
                 client.set_model_version_tag(name, version.version, "rung.flavor", flavor)
+                champion = self.alias_version(name, CHAMPION)  # before any alias moves: a failed read moves none
+                fence()
                 aliases = [CHALLENGER]
                 client.set_registered_model_alias(name, CHALLENGER, version.version)
-                if not self._has_alias(client, name, CHAMPION):
+                if champion is None:
                     client.set_registered_model_alias(name, CHAMPION, version.version)
                     aliases.append(CHAMPION)
             except BaseException:
@@ -291,13 +298,24 @@ class Tracking:
             **common,
         )
 
-    @staticmethod
-    def _has_alias(client: Any, name: str, alias: str) -> bool:
+    def alias_version(self, name: str, alias: str) -> int | None:
+        """The version ``name@alias`` points at; ``None`` only when MLflow says the model or alias does not exist.
+
+        Any other failure (a connection error, a refused call) is a
+        :class:`TrackingError`: taking it for "no champion yet" would make an
+        uncertified version the champion.
+        """
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
         try:
-            client.get_model_version_by_alias(name, alias)
-            return True
-        except Exception:
-            return False
+            aliases = self._client().get_registered_model(name).aliases or {}
+        except Exception as exc:
+            if isinstance(exc, MlflowException) and exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                return None
+            raise TrackingError(f"cannot read @{alias} of '{name}' from MLflow at {self.uri}: {_first_line(exc)}") from exc
+        version = aliases.get(alias)
+        return int(version) if version is not None else None
 
     def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None:
         """Tag a registered version (certification results, deployment state)."""
@@ -338,6 +356,11 @@ class Tracking:
             return {m.name: {a: int(v) for a, v in (m.aliases or {}).items()} for m in client.search_registered_models()}
         except Exception as exc:
             raise TrackingError(f"cannot read the MLflow registry at {self.uri}: {str(exc).splitlines()[0]}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

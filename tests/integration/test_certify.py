@@ -177,3 +177,41 @@ def test_a_gate_that_cannot_run_exits_2_with_one_line(
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_over_the_absolute_budget_a_candidate_passes_against_the_champion_timed_alongside(project: Path) -> None:
+    """No host meets a 1 µs budget: churn:2 is judged against churn:1 measured in the same run, and says so."""
+    _configure(project, {"latency": {"repeats": 10, "single_row_p99_ms": 0.001, "batch_1000_p99_ms": 0.001}})
+    report = _json(rung_cli("certify", "churn:2", "--json", "--skip-tests", cwd=project), code=1)
+    for name in ("latency.single_row_p99_ms", "latency.batch_1000_p99_ms"):
+        check = _checks(report)[name]
+        # churn:2 (one tree of two leaves) is no slower than churn:1 (200 trees)
+        assert check["status"] == "passed", check
+        assert "churn:1 timed alongside" in check["detail"] and "of 10 calls" in check["detail"], check
+        assert "one thread" in check["detail"], check
+
+
+def _venv_without_pytest(target: Path) -> Path:
+    """A real interpreter environment holding everything rung's own one does, except pytest (and its plugins)."""
+    import site
+    import sys
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(target)], check=True)
+    ours = Path(site.getsitepackages()[0])
+    theirs = next(target.glob("lib/python*/site-packages"))
+    for entry in ours.iterdir():
+        if not entry.name.lower().startswith(("pytest", "_pytest", "py.py")):
+            (theirs / entry.name).symlink_to(entry)
+    return target / "bin" / "python"
+
+
+def test_without_pytest_installed_the_tests_check_is_skipped_with_the_reason(project: Path, tmp_path: Path) -> None:
+    python = _venv_without_pytest(tmp_path / "venv")
+    assert subprocess.run([str(python), "-c", "import pytest"], capture_output=True).returncode != 0
+    _configure(project, {"latency": FAST_LATENCY})
+    done = subprocess.run([str(python), "-m", "rung.cli", "certify", "churn:1", "--json"], cwd=project, capture_output=True,
+                          text=True, timeout=300)
+    report = _json(done)
+    tests = _checks(report)["tests"]
+    assert report["certified"] is True, tests
+    assert tests["status"] == "skipped" and "pytest is not installed" in tests["detail"], tests

@@ -203,18 +203,33 @@ def test_a_slow_or_shifted_canary_is_rolled_back_at_its_window(project: Project,
     assert weights(project) == {1: 100.0}
 
 
-def test_an_inconclusive_canary_never_promotes(project: Project) -> None:
+def test_a_canary_without_traffic_waits_and_the_wait_never_counts_against_it(project: Project) -> None:
     clock = ManualClock()
-    deploy(project, "churn:2", force=True, clock=clock)
+    deployment = deploy(project, "churn:2", force=True, clock=clock)
     controller = Controller(project, clock=clock)
-    for _ in range(30):  # far too little traffic for min_requests
+    for _ in range(30):  # 15 minutes, far too little traffic for min_requests (max_extensions is 2)
         Traffic(project, clock).send(1)
         clock.advance(30)
         controller.tick()
-    states = [e["to"] for e in rollout_events(project)]
-    assert states == ["running", "running", "rolled_back"], states  # two extensions, then give up
-    assert "inconclusive" in rollout_events(project)[-1]["why"]
-    assert aliases(project) == {"champion": 1}
+    waiting = project.store.deployment(deployment.id)
+    assert waiting.state == "running" and waiting.step == 0 and waiting.extensions == 0
+    assert rollout_events(project) == []  # no extension, no rollback: nothing was judged against it
+    assert waiting.evidence["result"] == "inconclusive" and "waiting for traffic" in waiting.evidence["note"]
+    assert aliases(project) == {"champion": 1, "challenger": 2}
+    Traffic(project, clock).send(1500)  # the traffic comes: judged on it, and it passes
+    clock.advance(1)
+    controller.tick()
+    assert [(e["from"], e["step"]) for e in rollout_events(project)] == [("running", 1)]
+    assert weights(project) == {2: 50.0, 1: 50.0}
+
+
+def test_deploy_routes_the_first_step_before_any_controller_runs(project: Project) -> None:
+    made = rung_cli("deploy", "churn:2", "--force", "--strategy", "canary", cwd=project.root)
+    assert made.returncode == 0, made.stderr
+    assert weights(project) == {2: 10.0, 1: 90.0}  # the canary's first step, with no controller anywhere
+    routing = [e for e in project.store.events(subject="churn", limit=50) if e.kind == "routing"][-1]
+    assert routing.actor == "cli" and routing.data["variants"][0] == {"name": "candidate", "version": 2, "weight": 10.0,
+                                                                       "share": 0.1}
 
 
 def test_ab_promotes_a_better_candidate_on_feedback(project: Project) -> None:
@@ -297,7 +312,8 @@ def test_deploy_refuses_what_it_cannot_do(project: Project) -> None:
     with pytest.raises(ConfigError, match="strategy"):
         deploy(project, "churn:2", strategy="yolo", force=True)
     made = deploy(project, "churn:2", force=True)
-    assert made.forced and project.store.events(subject="churn")[-1].data["forced"] is True
+    deployed = [e for e in project.store.events(subject="churn") if e.kind == "deploy"][-1]
+    assert made.forced and deployed.data["forced"] is True
 
 
 def test_one_controller_acts_at_a_time(project: Project) -> None:
@@ -310,6 +326,33 @@ def test_one_controller_acts_at_a_time(project: Project) -> None:
     assert newest(project).state == "running"
     clock.advance(16)  # the leader died: its lease runs out
     assert [d.state for d in follower.tick()] == ["promoted"]
+
+
+class Stalling:
+    """A clock whose ``at``-th reading comes ``seconds`` late: a pass that stalls there (a slow import, a paused process)."""
+
+    def __init__(self, clock: ManualClock, *, at: int, seconds: float) -> None:
+        self.clock, self.at, self.seconds, self.readings = clock, at, seconds, 0
+
+    def now(self) -> datetime:
+        self.readings += 1
+        if self.readings == self.at:
+            self.clock.advance(self.seconds)
+        return self.clock.now()
+
+
+def test_a_controller_whose_lease_runs_out_during_its_pass_writes_nothing(project: Project) -> None:
+    clock = ManualClock()
+    deployment = deploy(project, "churn:2", strategy="direct", force=True, clock=clock)
+    before = len(project.store.events(subject="churn", limit=5000))
+    stalled = Controller(project, clock=Stalling(clock, at=2, seconds=16), holder="stalled", lease_s=15)
+    assert stalled.tick() == []  # took the lease, stalled 16 s, then found it gone: no promotion after its lease expired
+    assert project.store.deployment(deployment.id).state == "running"
+    assert len(project.store.events(subject="churn", limit=5000)) == before
+    heir = Controller(project, clock=clock, holder="heir")
+    assert [d.state for d in heir.tick()] == ["promoted"]
+    promoted = rollout_events(project)[-1]
+    assert promoted["lease"]["holder"] == "heir" and datetime.fromisoformat(promoted["lease"]["expires_at"]) > clock.now()
 
 
 class Crash(BaseException):

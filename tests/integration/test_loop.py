@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import RUNG, rung_cli
 
@@ -48,6 +49,15 @@ def test_demo_closes_the_loop_without_a_human(demo: tuple[Path, subprocess.Compl
     champion = [m for m in models if "champion" in m["aliases"]]
     assert [m["version"] for m in champion] == [chain["retrain"]["version"]]
     assert "(0)" in result.stdout.split("requests served over HTTP")[1].splitlines()[0], "some demo requests failed"
+
+
+@pytest.mark.slow
+def test_a_demo_too_short_to_close_the_loop_exits_1_and_says_where_it_stopped(tmp_path: Path) -> None:
+    """12 days: the drift starts on day 8, and the A/B test of the retrained version cannot finish in time."""
+    result = rung_cli("demo", "--days", "12", "--keep", str(tmp_path / "churn"), timeout=600, env={"COLUMNS": "200"})
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "error: the demo's loop did not close: " in result.stderr, result.stderr
 
 
 def test_drift_is_detected_after_it_starts_and_not_before(demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:

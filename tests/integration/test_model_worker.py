@@ -64,3 +64,22 @@ def test_a_model_error_reaches_the_caller_with_its_type(model: LoadedModel) -> N
         assert worker({k: [v] for k, v in ROWS[0].items()})["predict"].shape == (1,)  # and the worker lives on
     finally:
         worker.close()
+
+
+def test_a_worker_killed_while_idle_is_revived_and_counted(model: LoadedModel) -> None:
+    import os
+    import signal
+
+    restarts: list[int] = []
+    worker = ModelWorker(model, on_restart=lambda: restarts.append(1))
+    try:
+        assert worker.revive() is False  # alive: nothing to do
+        first = worker.pid
+        os.kill(first, signal.SIGKILL)
+        worker._process.join(timeout=5)
+        assert worker.revive() is True and restarts == [1]
+        assert worker.pid != first
+        assert worker({k: [v] for k, v in ROWS[0].items()})["predict"].shape == (1,)  # no WorkerDied: it was replaced
+    finally:
+        worker.close()
+    assert worker.revive() is False and restarts == [1]  # closed means gone, not revived

@@ -5,8 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import re
 import shutil
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -139,10 +144,11 @@ def test_a_full_queue_drops_counts_and_reports_at_most_once_a_minute(tmp_path: P
     store = MetadataStore(f"sqlite:///{tmp_path}/rung.db")
     counted: list[int] = []
     clock = ManualClock(START)
-    log = RequestLog(tmp_path / "requests", clock=clock, capacity=10, store=store, on_drop=counted.append)
+    log = RequestLog(tmp_path / "requests", clock=clock, capacity=10, store=store,
+                     on_drop=lambda reason, n: counted.append(n) if reason == "queue_full" else None)
     for i in range(25):  # nothing writes meanwhile: 10 fit, 15 are dropped
         _one(log, f"r{i}")
-    assert log.queued == 10 and log.dropped == 15 and sum(counted) == 15
+    assert log.queued == 10 and log.dropped == 15 and sum(counted) == 15 and log.drops["queue_full"] == 15
     log.report_drops()
     for i in range(5):
         _one(log, f"late{i}")
@@ -152,6 +158,7 @@ def test_a_full_queue_drops_counts_and_reports_at_most_once_a_minute(tmp_path: P
     log.stop()  # writes what fitted, and reports what is left regardless of the minute
     events = [e for e in store.events() if e.kind == "request_log.dropped"]
     assert [e.data["dropped"] for e in events] == [15, 5] and events[-1].data["total"] == 20
+    assert events[-1].data["queue_full"] == 20 and events[-1].data["disk_full"] == 0
     assert len(RequestLogReader(tmp_path / "requests").window("churn", *EVER)) == 10
     store.close()
 
@@ -229,10 +236,144 @@ def test_feedback_import_reports_what_the_log_does_not_hold(project: Project) ->
 
 
 def test_the_log_follows_its_settings(tmp_path: Path) -> None:
-    (tmp_path / "rung.yaml").write_text("name: churn\nmonitor:\n  request_log: {path: logs/requests, capacity: 5, flush_s: 2}\n")
+    (tmp_path / "rung.yaml").write_text("name: churn\nmonitor:\n  request_log: {path: logs/requests, capacity: 5, flush_s: 2, "
+                                        "max_request_rows: 3}\n")
     project = Project.open(tmp_path)
     made = open_request_log(project, clock=ManualClock())
     assert made is not None and (made.root, made.capacity, made.flush_s) == (tmp_path / "logs" / "requests", 5, 2.0)
+    assert made.max_request_rows == 3
+    assert RequestLog(tmp_path, clock=ManualClock(), capacity=1000).max_request_rows == 250  # default: a quarter
+    assert RequestLog(tmp_path, clock=ManualClock(), capacity=10, max_request_rows=50).max_request_rows == 10
     assert log_root(Project(tmp_path, Settings(name="churn"))) == tmp_path / ".rung" / "requests"
     off = Project(tmp_path, Settings.model_validate({"name": "churn", "monitor": {"request_log": {"enabled": False}}}))
     assert open_request_log(off, clock=ManualClock()) is None
+
+
+def test_one_huge_request_is_dropped_whole_and_counted_and_never_starves_the_rest(tmp_path: Path) -> None:
+    counted: list[tuple[str, int]] = []
+    log = RequestLog(tmp_path, clock=ManualClock(START), capacity=1000, on_drop=lambda reason, n: counted.append((reason, n)))
+    _one(log, "huge", rows=1000)  # would fill the whole queue: more than a quarter of it, so refused whole
+    assert log.queued == 0
+    _one(log, "big", rows=250)  # a quarter fits, whole
+    for i in range(700):
+        _one(log, f"r{i}")
+    _one(log, "late", rows=100)  # 950 + 100 > 1000: the queue is full for it
+    assert log.queued == 950
+    assert counted == [("too_large", 1000), ("queue_full", 100)]
+    assert log.drops == {"queue_full": 100, "too_large": 1000, "disk_full": 0, "write_error": 0} and log.dropped == 1100
+    assert log.flush() == 950
+    frame = RequestLogReader(tmp_path).window("churn", *EVER)
+    assert len(frame) == 950 and (frame["request_id"] == "big").sum() == 250
+    assert not {"huge", "late"} & set(frame["request_id"])
+
+
+def test_a_segment_that_cannot_be_written_is_counted_as_a_write_error_and_writing_resumes(tmp_path: Path) -> None:
+    counted: list[tuple[str, int]] = []
+    root = tmp_path / "log"
+    log = RequestLog(root, clock=ManualClock(START), on_drop=lambda reason, n: counted.append((reason, n)))
+    _one(log, "before", rows=2)
+    assert log.flush() == 2
+    shutil.rmtree(root)
+    root.write_text("a file where the log's directory was")  # the partition cannot be made again
+    _one(log, "lost", rows=3)
+    assert log.flush() == 0 and log.queued == 0
+    assert counted == [("write_error", 3)] and log.drops["write_error"] == 3 and log.drops["disk_full"] == 0
+    assert not list(tmp_path.rglob("*.tmp"))
+    root.unlink()
+    _one(log, "after", rows=4)  # the directory is made again: no stale memory of it
+    assert log.flush() == 4 and counted == [("write_error", 3)]
+    assert list(RequestLogReader(root).window("churn", *EVER)["request_id"]) == ["after"] * 4
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: a disk that really fills up (needs root, as in CI; skipped loudly elsewhere)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        message = f"LOUD SKIP: cannot mount a tmpfs to fill ({done.stderr.strip() or done.returncode}); run as root"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Write to ``disk`` until it has no byte left; the file that took the space."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except OSError as exc:
+        assert exc.errno == 28, exc  # ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _dropped(url: str) -> dict[str, float]:
+    """``rung_request_log_dropped_total`` by reason, as the gateway's /metrics shows it."""
+    text = httpx.get(f"{url}/metrics").text
+    return {m[1]: float(m[2]) for m in re.finditer(r'^rung_request_log_dropped_total\{reason="(\w+)"\} (\S+)$', text, re.M)}
+
+
+def _until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_full_disk_under_load_loses_no_record_without_counting_it_and_logging_resumes(
+        trained: Path, small_disk: Path) -> None:
+    from rung.serving.server import start_gateway
+
+    log_dir = small_disk / "requests"
+    project = Project.open(trained, overrides={"monitor.request_log.path": str(log_dir),
+                                               "monitor.request_log.flush_s": 0.05})
+    statuses: list[int] = []
+    sent: dict[str, int] = {}  # request id -> rows
+
+    with start_gateway(project) as gateway, httpx.Client(timeout=30) as client:
+        def send(phase: str, requests: int, rows: int) -> None:
+            def one(i: int) -> None:
+                request_id = f"{phase}-{i}"
+                body = {"dataframe_records": [ROW | {"age": 20 + (i + j) % 50} for j in range(rows)]}
+                answer = client.post(f"{gateway.url}/invocations", json=body, headers={"x-request-id": request_id})
+                statuses.append(answer.status_code)
+                sent[request_id] = rows
+            with ThreadPoolExecutor(4) as pool:  # concurrent clients
+                list(pool.map(one, range(requests)))
+
+        def accounted() -> float:
+            readable = RequestLogReader(log_dir).window("churn", *EVER, columns=[])
+            return len(readable) + sum(_dropped(gateway.url).values())
+
+        send("before", 20, 20)
+        _until(lambda: accounted() == sum(sent.values()))
+        filler = _fill(small_disk)
+        send("full", 150, 40)  # 6,000 records onto a full disk
+        _until(lambda: _dropped(gateway.url).get("disk_full", 0) > 0 and accounted() == sum(sent.values()))
+        full_drops = _dropped(gateway.url)
+        filler.unlink()  # space again
+        send("after", 20, 20)
+        _until(lambda: accounted() == sum(sent.values()))
+        drops = _dropped(gateway.url)
+        frame = RequestLogReader(log_dir).window("churn", *EVER, columns=[])
+
+    assert len(statuses) == 190 and set(statuses) == {200}  # predictions were answered throughout
+    assert full_drops["disk_full"] > 0 and set(drops) == {"queue_full", "too_large", "disk_full", "write_error"}
+    assert drops["disk_full"] == full_drops["disk_full"]  # once space was freed, nothing more was lost
+    assert len(frame) + sum(drops.values()) == sum(sent.values())  # exact: every record written or counted
+    assert frame.attrs["skipped_segments"] == [] and not list(log_dir.rglob("*.tmp"))
+    written = frame.groupby("request_id").size().to_dict()
+    assert all(written[f"before-{i}"] == 20 and written[f"after-{i}"] == 20 for i in range(20))  # logging resumed
+    assert sum(n for request_id, n in written.items() if request_id.startswith("full-")) + drops["disk_full"] == 6000
+    events = [e for e in project.store.events() if e.kind == "request_log.dropped"]
+    assert sum(e.data["dropped"] for e in events) == sum(drops.values())  # the event log tells the same count
+    assert events and events[0].data["disk_full"] > 0 and "No space left" in (events[0].data["error"] or "")
+    project.close()

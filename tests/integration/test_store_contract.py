@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from rung.errors import RunNotFound, StaleDeployment
-from rung.store import Deployment, MetadataStore, ModelVersionRecord, PipelineRun
+from rung.errors import LeaseLost, RunNotFound, StaleDeployment, StaleRoute
+from rung.serving.routing import set_routing, single_version
+from rung.store import Deployment, Fence, MetadataStore, ModelVersionRecord, PipelineRun
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -140,3 +143,78 @@ def test_racing_deploys_leave_exactly_one_active_rollout(store: MetadataStore) -
         assert len(store.deployments("churn", active=True)) == 1
     states = sorted(d.state for d in store.deployments("churn"))
     assert states == ["running"] + ["superseded"] * 9
+
+
+def test_a_holder_whose_lease_expired_is_refused_in_the_same_transaction(store: MetadataStore) -> None:
+    later = lambda s: NOW + timedelta(seconds=s)  # noqa: E731
+    assert store.acquire_lease("controller", "a", now=NOW, ttl_s=10)
+    store.create_deployment(_deployment("d1"), event=_event("deploy"))
+    moved = store.transition("d1", 1, {"step": 1}, _event(), fence=Fence("controller", "a", later(5)))
+    assert moved.revision == 2
+    # the write names the lease it was made under, as read in its own transaction
+    assert store.events(subject="churn")[-1].data["lease"] == {"holder": "a", "expires_at": later(10).isoformat()}
+    expired = Fence("controller", "a", later(11))
+    with pytest.raises(LeaseLost, match="controller lease"):
+        store.transition("d1", 2, {"state": "promoted"}, _event(), fence=expired)
+    with pytest.raises(LeaseLost):
+        store.set_route("churn", [{"name": "champion", "version": 1, "weight": 100.0}], [], actor="controller",
+                        reason="late", time=later(11), fence=expired)
+    assert not store.renew_lease("controller", "a", now=later(11), ttl_s=10)  # an expired term is not renewed
+    assert store.acquire_lease("controller", "b", now=later(12), ttl_s=10)
+    with pytest.raises(LeaseLost, match="held by b"):
+        store.transition("d1", 2, {"state": "rolled_back"}, _event(), fence=Fence("controller", "a", later(12)))
+    assert store.deployment("d1").revision == 2 and store.deployment("d1").state == "running"
+    assert store.route("churn") is None
+    assert [e.kind for e in store.events(subject="churn")] == ["deploy", "rollout"]  # refused writes left no event
+    assert store.renew_lease("controller", "b", now=later(15), ttl_s=10)
+    store.transition("d1", 2, {"state": "promoted"}, _event(), fence=Fence("controller", "b", later(16)))
+    assert store.deployment("d1").state == "promoted"
+
+
+def test_racing_first_routing_writes_all_land_or_conflict_each_with_one_event(store: MetadataStore) -> None:
+    writers = 6
+    for round_ in range(5):
+        model = f"m{round_}"
+        barrier = threading.Barrier(writers)
+        results: list[object] = []
+        errors: list[BaseException] = []
+
+        def one(i: int) -> None:
+            barrier.wait()
+            try:
+                # half write blindly, half only if the table is still new (as a gateway starting up does)
+                results.append(set_routing(store, single_version(model, i + 1), actor=f"w{i}",
+                                           expected_revision=0 if i % 2 else None))
+            except StaleRoute:
+                results.append("stale")
+            except BaseException as exc:  # noqa: BLE001 (reported below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], errors
+        written = [r for r in results if r != "stale"]
+        assert len(written) >= writers // 2  # every blind write landed
+        assert store.route(model).revision == len(written)
+        events = [e for e in store.events(subject=model) if e.kind == "routing"]
+        assert sorted(e.data["revision"] for e in events) == list(range(1, len(written) + 1))
+
+
+def test_a_routing_write_whose_event_fails_changes_nothing(store: MetadataStore) -> None:
+    with store.engine.begin() as conn:  # a real failure of the events insert, inside the database
+        if store.dialect == "sqlite":
+            conn.exec_driver_sql("CREATE TRIGGER no_events BEFORE INSERT ON events WHEN NEW.subject = 'boom' "
+                                 "BEGIN SELECT RAISE(ABORT, 'events refused'); END")
+        else:
+            conn.exec_driver_sql("CREATE FUNCTION no_events() RETURNS trigger AS $$ BEGIN "
+                                 "IF NEW.subject = 'boom' THEN RAISE EXCEPTION 'events refused'; END IF; RETURN NEW; END "
+                                 "$$ LANGUAGE plpgsql")
+            conn.exec_driver_sql("CREATE TRIGGER no_events BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION no_events()")
+    with pytest.raises(Exception, match="events refused"):
+        set_routing(store, single_version("boom", 1), actor="test")
+    assert store.route("boom") is None
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM routes")).scalar() == 0

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +211,67 @@ def test_refused_actions_are_4xx_with_the_reason(ui: tuple[Path, str]) -> None:
     assert missing.status_code == 404 and "99" in missing.json()["error"]
     nothing = httpx.post(f"{url}/actions/churn/approve", headers=deployer)
     assert nothing.status_code == 409 and "approval" in nothing.json()["error"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_assessing_again_needs_a_deployer_token_and_writes_nothing_without_one(project_dir: Path) -> None:
+    from rung.project import Project
+    from rung.ui.server import start_ui
+
+    project = Project.open(project_dir)
+    try:
+        with start_ui(project, port=_free_port()) as url:
+            assert httpx.get(f"{url}/maturity", timeout=120).status_code == 200  # the first visit stores one
+            stored = len(project.store.assessments())
+            viewer, deployer = _token(project_dir, "viewer", "vi"), _token(project_dir, "deployer", "de")
+            for headers, status in (({}, 401), ({"Authorization": "Bearer rung_nope"}, 401),
+                                    ({"Authorization": f"Bearer {viewer}"}, 403)):
+                refused = httpx.get(f"{url}/maturity?refresh=1", headers=headers, follow_redirects=False, timeout=120)
+                assert refused.status_code == status, (headers, refused.status_code)
+                assert "Assessing again needs a deployer token" in refused.text
+                assert 'class="card model-score"' in refused.text  # the stored assessment, shown
+                assert len(project.store.assessments()) == stored  # and nothing written
+            assert "Enter a deployer token to assess again" in refused.text
+            done = httpx.get(f"{url}/maturity?refresh=1", headers={"Authorization": f"Bearer {deployer}"},
+                             follow_redirects=False, timeout=120)
+            assert done.status_code == 303 and done.headers["location"] == "/maturity"
+            assert len(project.store.assessments()) == stored + 1
+    finally:
+        project.close()
+
+
+def test_feature_links_are_url_encoded_so_a_feature_named_a_slash_b_opens(project_dir: Path) -> None:
+    from rung.delivery.clock import ManualClock
+    from rung.monitor.requestlog import RequestLog, log_root
+    from rung.project import Project
+    from rung.store.records import MonitorWindow
+    from rung.ui.server import start_ui
+
+    names = ("a/b", "c#d?")
+    start = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    project = Project.open(project_dir)
+    try:
+        drift = [{"name": n, "kind": "numeric", "method": "psi", "statistic": 0.3, "threshold": 0.2, "drifted": True,
+                  "missing_current": 0.0} for n in names]
+        project.store.save_window(MonitorWindow("churn", 1, start, start + timedelta(hours=1), rows=2,
+                                                metrics={f"drift.feature.{n}": 0.3 for n in names},
+                                                report={"drift": {"features": drift}}))
+        log = RequestLog(log_root(project), clock=ManualClock(start + timedelta(minutes=5)))
+        log.record("r1", "churn", 1, "champion", status=200, latency_s=0.001, rows=2, predictions=[0, 1],
+                   features={n: [1.5, 2.5] for n in names})
+        assert log.flush() == 2
+        with start_ui(project, port=_free_port()) as url:
+            monitoring = httpx.get(f"{url}/models/churn/monitoring", timeout=60)
+            assert monitoring.status_code == 200
+            for name, link in zip(names, ("a%2Fb", "c%23d%3F")):
+                assert f'href="/models/churn/features/{link}"' in monitoring.text, name
+                shown = httpx.get(f"{url}/models/churn/features/{link}", timeout=60)
+                assert shown.status_code == 200, (name, shown.status_code)
+                assert f"· {name}</h1>" in shown.text and "Distribution: reference vs. this window" in shown.text
+    finally:
+        project.close()

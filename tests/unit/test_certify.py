@@ -203,12 +203,49 @@ def test_no_signature_is_skipped() -> None:
 # -- latency -----------------------------------------------------------------------------------
 
 
+def _round(p99_ms: float, calls: int = 100) -> list[float]:
+    """``calls`` timings whose p99 is ``p99_ms`` (all but the slowest two calls take 1 ms)."""
+    return [1.0] * (calls - 2) + [p99_ms] * 2
+
+
 def test_latency_uses_the_p99_not_the_worst_call() -> None:
     one_slow = [1.0] * 99 + [100.0]
     two_slow = [1.0] * 98 + [100.0] * 2
-    assert latency_check("latency.single_row_p99_ms", one_slow, 50.0).status == "passed"
-    check = latency_check("latency.single_row_p99_ms", two_slow, 50.0)
+    assert latency_check("latency.single_row_p99_ms", [one_slow], 50.0).status == "passed"
+    check = latency_check("latency.single_row_p99_ms", [two_slow], 50.0)
     assert check.status == "failed" and check.observed == pytest.approx(100.0)
+
+
+def test_latency_is_judged_on_the_best_round_and_says_so() -> None:
+    check = latency_check("latency.single_row_p99_ms", [_round(700.0), _round(120.0), _round(30.0)], 50.0)
+    assert check.status == "passed" and check.observed == pytest.approx(30.0)
+    assert "best of 3 rounds of 100 calls" in check.detail and "700" in check.detail
+
+
+def test_latency_over_budget_passes_when_not_much_slower_than_the_champion_timed_alongside() -> None:
+    # a loaded host: both versions miss the 50 ms budget, the candidate is no slower than the champion
+    check = latency_check("latency.single_row_p99_ms", [_round(83.0)], 50.0, [_round(70.0)], champion_ref="churn:1")
+    assert check.status == "passed" and check.observed == pytest.approx(83.0)
+    assert "churn:1" in check.detail and "70" in check.detail and "limit 105 ms" in check.detail
+    assert "1.5" in check.expected
+
+
+def test_latency_fails_when_much_slower_than_the_champion() -> None:
+    check = latency_check("latency.single_row_p99_ms", [_round(200.0), _round(180.0)], 50.0,
+                          [_round(70.0), _round(60.0)], champion_ref="churn:1")
+    assert check.status == "failed" and check.observed == pytest.approx(180.0)
+    assert "limit 90 ms" in check.detail  # 1.5 × the champion's best round (60 ms)
+
+
+def test_a_fast_champion_does_not_tighten_the_budget() -> None:
+    check = latency_check("latency.single_row_p99_ms", [_round(40.0)], 50.0, [_round(2.0)], champion_ref="churn:1")
+    assert check.status == "passed"
+    assert latency_check("latency.single_row_p99_ms", [_round(60.0)], 50.0, [_round(2.0)]).status == "failed"
+
+
+def test_latency_with_no_timings_is_skipped() -> None:
+    assert latency_check("latency.single_row_p99_ms", [], 50.0).status == "skipped"
+    assert latency_check("latency.single_row_p99_ms", [[]], 50.0).status == "skipped"
 
 
 # -- behaviour ---------------------------------------------------------------------------------

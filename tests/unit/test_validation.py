@@ -230,3 +230,48 @@ def test_infer_schema_skips_category_sets_for_many_values() -> None:
     assert len(schema.columns["few"].checks) == 1
     new = pd.DataFrame({"id": ["never-seen"], "few": ["x"]})
     assert validate_frame(new, schema, ValidationSettings(min_rows=0)).ok
+
+
+def test_wrong_target_names_the_columns_that_exist(schema) -> None:
+    report = validate_frame(clean_frame(seed=1), schema, SETTINGS, target="taget")
+    check = failed(report, "taget", "target column present")
+    assert check.observed == "columns: age, income, region, target"
+    assert "taget: target column present (columns: age, income, region, target)" in report.summary()
+
+
+def _csv(tmp_path, frame: pd.DataFrame, column: str, tokens: dict[int, str]):
+    """``frame`` written as a CSV with raw ``tokens`` in some cells of ``column``, read back as the ingest step does."""
+    from rung.data.sources import read_table
+
+    text = frame.astype(object)
+    for row, token in tokens.items():
+        text.loc[row, column] = token
+    path = tmp_path / "batch.csv"
+    text.to_csv(path, index=False)
+    return read_table(path)
+
+
+def test_non_numeric_tokens_in_a_numeric_column_are_reported_not_made_missing(schema, tmp_path) -> None:
+    nullable_schema = infer_schema(clean_frame().assign(income=lambda f: f.income.where(f.index % 50 != 0)))
+    tokens = {3: "n/a", 4: "n/a", 5: "N/A", 6: "unknown"}
+    frame = _csv(tmp_path, clean_frame(seed=1), "income", tokens)
+    report = validate_frame(frame, nullable_schema, SETTINGS, target="target")
+    check = failed(report, "income", "non-numeric values")
+    assert check.failures == 4
+    assert check.samples == ["n/a", "N/A", "unknown"]
+    assert "income: non-numeric values" in report.summary()
+    # the other checks see the numbers as numbers: no dtype failure piled on top, no silent missing values
+    assert [c.name for c in report.failed] == ["non-numeric values"]
+
+
+def test_non_numeric_tokens_in_an_integer_column(schema, tmp_path) -> None:
+    frame = _csv(tmp_path, clean_frame(seed=1), "age", {0: "n/a", 9: "forty"})
+    check = failed(validate_frame(frame, schema, SETTINGS), "age", "non-numeric values")
+    assert check.failures == 2 and check.samples == ["n/a", "forty"]
+
+
+def test_empty_cells_are_still_missing_values(tmp_path) -> None:
+    base = clean_frame().assign(income=lambda f: f.income.where(f.index % 50 != 0))
+    frame = _csv(tmp_path, clean_frame(seed=1), "income", {3: "", 4: ""})
+    assert frame["income"].isna().sum() == 2 and frame["income"].dtype.kind == "f"
+    assert validate_frame(frame, infer_schema(base), SETTINGS).ok

@@ -2,7 +2,8 @@
 
 Each verb group lives in its own module. Errors of ours (``RungError``)
 print as one line and exit non-zero; anything else prints one line too,
-unless ``--debug`` asks for the traceback.
+unless ``--debug`` asks for the traceback. Messages are printed as text,
+not Rich markup: ``pip install 'rung[postgres]'`` must keep its brackets.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from rung.cli import assess as _assess
 from rung.cli import certify as _certify
@@ -61,7 +63,7 @@ def main() -> None:
     except RungError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {one_line(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(one_line(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
@@ -70,7 +72,7 @@ def main() -> None:
         if debug:
             raise
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {one_line(str(exc))} (run again with --debug for the traceback)",
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(one_line(str(exc)))} (run again with --debug for the traceback)",
             highlight=False,
             soft_wrap=True,
         )

@@ -39,9 +39,12 @@ def deploy(
     if as_json:
         print_json(deployment_dict(made))
         return
+    from rung.delivery.rollout import weight
+
     against = f"against champion {made.model}:{made.baseline}" if made.baseline else "(first version: no champion yet)"
-    console.print(f"Deploying [bold]{made.ref}[/] with [bold]{made.strategy}[/] {against}; rollout {made.id[:8]}.")
-    console.print("The controller (`rung controller`, or `rung up`) carries it out; follow it with `rung status`.")
+    console.print(f"Deploying [bold]{made.ref}[/] with [bold]{made.strategy}[/] {against}; rollout {made.id[:8]}: "
+                  f"{weight(made):g}% of traffic now.")
+    console.print("The controller (`rung controller`, or `rung up`) carries it on; follow it with `rung status`.")
 
 
 def status(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
@@ -174,6 +177,8 @@ def _traffic(event: Any) -> str:
 
 def controller(
     interval: float = typer.Option(1.0, "--interval", help="Seconds between reconciliation passes."),
+    lease: float = typer.Option(15.0, "--lease", min=0.5,
+                                help="Seconds the lease lasts without renewal; another controller takes over after it."),
     once: bool = typer.Option(False, "--once", help="One pass, then exit."),
     project_dir: Optional[Path] = PROJECT_OPTION,
 ) -> None:
@@ -181,7 +186,7 @@ def controller(
     from rung.delivery.controller import Controller
 
     project = open_project(project_dir)
-    ctl = Controller(project)
+    ctl = Controller(project, lease_s=lease)
     if once:
         moved = ctl.tick()
         console.print(f"{len(moved)} rollout(s) moved.")

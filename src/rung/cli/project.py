@@ -45,18 +45,45 @@ def register(app: typer.Typer) -> None:
 
 
 def init(
-    name: str = typer.Argument(..., help="Project name (also the registered model's name)."),
+    name: Optional[str] = typer.Argument(None, help="Project name (also the registered model's name); with --data, default: the directory's name."),
     template: str = typer.Option("tabular-classification", "--template", "-t", help="tabular-classification or tabular-regression."),
-    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to create it (default: ./NAME)."),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to create it (default: ./NAME; with --data: here)."),
     rows: int = typer.Option(4000, "--rows", min=200, help="Rows of sample data to generate."),
-    git: bool = typer.Option(True, "--git/--no-git", help="Start a git repository in the new project."),
+    git: bool = typer.Option(True, "--git/--no-git", help="Start a git repository (with a first commit) unless already inside one."),
+    data: Optional[str] = typer.Option(None, "--data", help="In an existing repository: the training data (CSV or Parquet)."),
+    target: Optional[str] = typer.Option(None, "--target", help="With --data: the column to predict."),
+    train: Optional[str] = typer.Option(None, "--train", help="With --data: your training function, FILE.py:FUNCTION, called as FUNCTION(X, y)."),
+    task: Optional[str] = typer.Option(None, "--task", help="With --data: classification or regression (default: guessed from the target)."),
 ) -> None:
-    """Create a project that runs green out of the box."""
-    from rung.templates import create_project
+    """Create a project that runs green out of the box, or set rung up around an existing repository.
 
-    root = create_project(name, template, directory, rows=rows, git=git)
-    console.print(f"[green]Created[/] {root} ([bold]{template}[/])")
-    console.print(f"Next: [bold]cd {root} && rung run[/]")
+    Where rung starts the git repository it also makes the first commit, so
+    lineage has a commit from the first run; inside an existing repository
+    it commits nothing and prints what to commit.
+    """
+    import os
+
+    from rung.errors import RungError
+    from rung.templates import adopt_repository, init_project
+
+    if data is not None or target is not None or train is not None:
+        if not (data and target and train):
+            raise RungError("rung init in an existing repository needs --data FILE, --target COLUMN and --train FILE.py:FUNCTION")
+        if task is not None and task not in ("classification", "regression"):
+            raise RungError(f"--task {task}: use classification or regression")
+        made = adopt_repository(directory or Path.cwd(), data=data, target=target, train=train, name=name, task=task, git=git)
+        console.print(f"[green]Set up rung[/] in {made.root}: {', '.join(made.files)}", soft_wrap=True)
+        to_commit = made.files
+    else:
+        if name is None:
+            raise RungError("give the new project a NAME (rung init churn), or set rung up here with --data, --target and --train")
+        made = init_project(name, template, directory, rows=rows, git=git)
+        console.print(f"[green]Created[/] {made.root} ([bold]{template}[/])", soft_wrap=True)
+        to_commit = [os.path.relpath(made.root)]
+    if made.git is not None:
+        console.print(made.git.advice(to_commit), soft_wrap=True, highlight=False, markup=False)
+    where = "" if made.root == Path.cwd().resolve() else f"cd {made.root} && "
+    console.print(f"Next: [bold]{where}rung run[/]", soft_wrap=True)
 
 
 @contextmanager
@@ -120,7 +147,9 @@ def run(
         print_json(_run_dict(record) | {"steps": [s.__dict__ for s in result.steps]})
         return
     metrics = record.metrics.get("overall", {})
-    shown = ", ".join(f"{k} {fmt_metric(v)}" for k, v in list(metrics.items())[:4])
+    primary = project.primary_metric
+    ordered = ([primary] if primary in metrics else []) + [k for k in metrics if k != primary]
+    shown = ", ".join(f"{k} {fmt_metric(metrics[k])}" for k in ordered[:4])
     console.print(
         f"[green]Run {record.id[:8]} succeeded[/] in {fmt_duration(record.duration_s)} "
         f"({record.cache_hits}/{record.steps_total} steps cached)"
@@ -167,11 +196,9 @@ def runs(
     """Pipeline runs: status, duration, trigger, cache hits, metrics, model version."""
     from rich.table import Table
 
-    from rung.evaluation import PRIMARY_METRIC
-
     project = open_project(project_dir)
     if run_id:
-        record = project.store.get_run(run_id)
+        record = project.get_run(run_id)
         steps = project.store.steps(record.id)
         if as_json:
             print_json(_run_dict(record) | {"steps": [s.__dict__ for s in steps]})
@@ -188,7 +215,7 @@ def runs(
     if as_json:
         print_json([_run_dict(r) for r in records])
         return
-    metric = project.settings.evaluate.primary_metric or PRIMARY_METRIC[project.settings.task]
+    metric = project.primary_metric
     table = Table(title=f"Pipeline runs of {project.settings.name}")
     for column in ("run", "started", "status", "trigger", "duration", "cached", metric, "model"):
         table.add_column(column, justify="right" if column in ("duration", "cached", metric) else "left")
@@ -221,8 +248,8 @@ def demo(
 
     from rung.cli.loop import chains_of, show_timeline
     from rung.cli.models import show_models
-    from rung.demo.run import run_demo
-    from rung.errors import ProjectExists
+    from rung.demo.run import loop_gap, run_demo
+    from rung.errors import LoopNotClosed, ProjectExists
     from rung.project import Project
 
     if keep is not None and keep.exists() and any(keep.iterdir()):
@@ -240,9 +267,8 @@ def demo(
 
             def on_event(kind: str, data: dict) -> None:
                 if kind == "v1":
-                    progress.console.print(f"[green]v1[/] {data['ref']} trained and "
-                                           f"{'certified' if data['certified'] else '[red]not certified[/]'}; "
-                                           "deployed as the champion")
+                    verdict = "certified" if data["certified"] else f"[red]not certified[/] ({', '.join(data['failed'])})"
+                    progress.console.print(f"[green]v1[/] {data['ref']} trained and {verdict}; deployed as the champion")
                     progress.update(task, description="serving")
                 elif kind == "alert":
                     n = data["notice"]
@@ -270,6 +296,9 @@ def demo(
         if keep:
             console.print(f"Kept in {result.root}: try [bold]cd {result.root} && rung ui[/] (the story in the browser), "
                           "or [bold]rung timeline[/] and [bold]rung monitor --no-check[/]")
+        gap = loop_gap(result)
+        if gap is not None:
+            raise LoopNotClosed(f"the demo's loop did not close: {gap}")
 
 
 def _day_line(data: dict) -> str:

@@ -99,7 +99,7 @@ def token_list(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSO
 
 @token_app.command("revoke")
 def token_revoke(token_id: str = typer.Argument(..., help="The token's id."), project_dir: Optional[Path] = PROJECT_OPTION) -> None:
-    """Revoke a token at once."""
+    """Revoke a token: the control API refuses it at once, prediction and feedback routes within a second."""
     from rung.errors import NotFound
     from rung.serving.auth import revoke_token
 

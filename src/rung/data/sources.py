@@ -73,7 +73,9 @@ def read_table(path: Path, label: str | None = None) -> pd.DataFrame:
         if kind == "parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+            # Only an empty cell is missing: pandas would also read "n/a", "NA", "null" ... as missing,
+            # and text in a numeric column is something validation reports, not a gap it ignores.
+            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", keep_default_na=False, na_values=[""])
     except Exception as exc:  # pandas and pyarrow raise many types for a bad file
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{label}: cannot be read as {kind}: {first}") from None
@@ -89,10 +91,13 @@ def read_source(source: Any, root: Path) -> pd.DataFrame:
     import pandas as pd
     import sqlalchemy as sa
 
+    from rung.optional import require_sql_driver
     from rung.store.sql import normalise_url
 
+    url = normalise_url(source.url)
+    require_sql_driver(url, purpose="a PostgreSQL data source")
     try:
-        engine = sa.create_engine(normalise_url(source.url))
+        engine = sa.create_engine(url)
         try:
             with engine.connect() as conn:
                 frame = pd.read_sql(sa.text(source.query), conn)

@@ -3,9 +3,12 @@
 The schema (``schema.yaml``, pandera's own YAML format) is inferred by
 ``rung init`` from the sample data and is the user's to edit: types,
 nullability, ranges, category sets. On top of it rung checks what a schema
-does not express: the row count, missing rates per column and the rate of
-duplicated rows. Every failing check is collected (pandera runs lazily), so
-one run shows the whole list, each with sample values.
+does not express: the row count, missing rates per column, the rate of
+duplicated rows, and text in a column the schema declares numeric (``n/a``,
+``unknown``): only an empty cell is a missing value, anything else that is
+not a number is reported with its count and examples. Every failing check is
+collected (pandera runs lazily), so one run shows the whole list, each with
+sample values.
 """
 
 from __future__ import annotations
@@ -54,7 +57,11 @@ class ValidationReport:
         return {"ok": self.ok, "rows": self.rows, "checks": [asdict(c) for c in self.checks]}
 
     def summary(self) -> str:
-        parts = [f"{c.column + ': ' if c.column else ''}{c.name}" for c in self.failed]
+        """One line naming the failed checks; a check whose ``observed`` is text (an explanation) shows it."""
+        parts = [
+            f"{c.column + ': ' if c.column else ''}{c.name}" + (f" ({c.observed})" if isinstance(c.observed, str) else "")
+            for c in self.failed
+        ]
         shown = "; ".join(parts[:5]) + (f"; and {len(parts) - 5} more" if len(parts) > 5 else "")
         return f"{len(parts)} of {len(self.checks)} data checks failed ({shown})"
 
@@ -125,10 +132,11 @@ def validate_frame(
         Check("row count", None, len(frame) >= settings.min_rows, observed=len(frame), expected=f">= {settings.min_rows}")
     ]
     if target is not None:
-        checks.append(Check("target column present", target, target in frame.columns, expected=target))
+        checks.append(_column_present("target column present", target, frame, expected=target))
     for column in slice_columns:
-        present = column in frame.columns
-        checks.append(Check("slice column present", column, present, expected="a column named in evaluate.slices"))
+        checks.append(_column_present("slice column present", column, frame, expected="a column named in evaluate.slices"))
+    frame, non_numeric = _read_numbers(frame, schema, sample_n)
+    checks.extend(non_numeric)
     try:
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
@@ -159,6 +167,49 @@ def validate_frame(
         )
     )
     return ValidationReport(rows=len(frame), checks=checks)
+
+
+def _column_present(name: str, column: str, frame: pd.DataFrame, *, expected: str) -> Check:
+    """A named column must exist; when it does not, the check lists the columns that do (a typo is then plain)."""
+    if column in frame.columns:
+        return Check(name, column, True, expected=expected)
+    return Check(name, column, False, observed="columns: " + ", ".join(map(str, frame.columns)), expected=expected)
+
+
+def _read_numbers(frame: pd.DataFrame, schema: Any, sample_n: int) -> tuple[pd.DataFrame, list[Check]]:
+    """Report text in the columns the schema declares numeric; return the frame with those columns as numbers.
+
+    The bad cells become missing in the returned frame only so that the
+    schema's dtype and range checks do not pile three findings on top of
+    this one; the batch still fails here.
+    """
+    import pandas as pd
+
+    out, checks = frame, []
+    for name, column in schema.columns.items():
+        declared = getattr(column.dtype, "type", None)
+        if name not in frame.columns or declared is None or not _numeric(declared) or _numeric(frame[name].dtype):
+            continue
+        numbers = pd.to_numeric(frame[name], errors="coerce")
+        bad = frame[name].notna() & numbers.isna()
+        if not bad.any():
+            continue
+        if out is frame:
+            out = frame.copy()
+        out[name] = numbers
+        values = frame.loc[bad, name].astype(str).unique()[:sample_n].tolist()
+        checks.append(Check("non-numeric values", str(name), False, expected="numbers (an empty cell for a missing value)",
+                            failures=int(bad.sum()), samples=values))
+    return out, checks
+
+
+def _numeric(dtype: Any) -> bool:
+    import pandas as pd
+
+    try:
+        return bool(pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))
+    except TypeError:
+        return False
 
 
 def _schema_failures(cases: pd.DataFrame, sample_n: int) -> list[Check]:

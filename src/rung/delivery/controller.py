@@ -14,6 +14,19 @@ Step 3 derives everything from step 2's rows, so a controller killed at any
 point (even between a move and its routing change) leaves a state the next
 tick completes: nothing is double-promoted, weights always sum to 100, no
 rollout is left stuck.
+
+The lease is renewed between the steps of a pass, and every move and
+routing write is fenced with it (:class:`~rung.store.Fence`): the store
+checks, in the write's own transaction, that this controller still holds
+an unexpired lease, and refuses the write with
+:class:`~rung.errors.LeaseLost` otherwise. A pass that stalls past its
+lease (a slow MLflow, a paused process) therefore writes nothing after
+another controller took over; it stops, and its next pass starts afresh.
+
+The registry (MLflow) is only touched when a rollout implies aliases
+other than the ones last set for it (remembered in the store; ``rung
+deploy`` sets a new rollout's own), so most passes, and the first pass of a
+new controller, never import MLflow or create its client.
 """
 
 from __future__ import annotations
@@ -29,9 +42,10 @@ from typing import TYPE_CHECKING, Any
 from rung.config import AbSettings, CanarySettings, ShadowSettings
 from rung.delivery import analysis
 from rung.delivery.clock import SYSTEM, Clock
-from rung.delivery.rollout import current, desired_aliases, desired_routing, move
-from rung.errors import StaleDeployment, StaleRoute
-from rung.store import Deployment
+from rung.delivery.judgement import judge_canary
+from rung.delivery.rollout import apply_aliases, apply_routing, current, move
+from rung.errors import LeaseLost, StaleDeployment, StaleRoute
+from rung.store import Deployment, Fence
 
 if TYPE_CHECKING:
     from rung.project import Project
@@ -58,6 +72,8 @@ class Controller:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.lease_s = lease_s
         self.hook = hook or (lambda point: None)
+        self._renewed: datetime | None = None  # while a pass holds the lease: when it was last taken or renewed
+        self._registry: dict[str, dict[str, int]] | None = None  # the registry's aliases, read at most once a pass
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -66,16 +82,23 @@ class Controller:
         now = self.clock.now()
         if not self.store.acquire_lease(LEASE, self.holder, now=now, ttl_s=self.lease_s):
             return []
+        self._renewed = now
         moved = []
-        for deployment in self.store.deployments(active=True, limit=1000):
-            try:
-                after = self.advance(deployment)
-            except StaleDeployment:
-                continue  # a user or a deploy moved it meanwhile: judged again next tick
-            if after is not None:
-                moved.append(after)
-                self.hook("moved")
-        self.sync()
+        try:
+            for deployment in self.store.deployments(active=True, limit=1000):
+                self._hold()
+                try:
+                    after = self.advance(deployment)
+                except StaleDeployment:
+                    continue  # a user or a deploy moved it meanwhile: judged again next tick
+                if after is not None:
+                    moved.append(after)
+                    self.hook("moved")
+            self.sync()
+        except LeaseLost as exc:
+            log.warning("controller pass stopped: %s", exc)
+        finally:
+            self._renewed = None
         return moved
 
     def run(self, interval_s: float = 1.0, stop: Callable[[], bool] = lambda: False) -> None:
@@ -89,6 +112,27 @@ class Controller:
 
     def release(self) -> None:
         self.store.release_lease(LEASE, self.holder)
+
+    def _hold(self, *, force: bool = False) -> None:
+        """Renew the lease between steps of a pass (once a third of it has gone, or now with ``force``).
+
+        :class:`~rung.errors.LeaseLost` when it ran out meanwhile: the pass
+        must stop, since another controller may be acting already. Outside a
+        pass (``rung rollback`` syncing traffic at once) there is no lease to hold.
+        """
+        if self._renewed is None:
+            return
+        now = self.clock.now()
+        if not force and (now - self._renewed).total_seconds() < self.lease_s / 3:
+            return
+        if not self.store.renew_lease(LEASE, self.holder, now=now, ttl_s=self.lease_s):
+            raise LeaseLost(f"{self.holder}'s {LEASE} lease of {self.lease_s:g} s ran out during a pass; "
+                            "another controller may lead now")
+        self._renewed = now
+
+    def _fence(self) -> Fence | None:
+        """What the store checks each write of a pass against; None outside a pass (a person's command)."""
+        return Fence(LEASE, self.holder, self.clock.now()) if self._renewed is not None else None
 
     # -- judging ---------------------------------------------------------------------------
 
@@ -118,29 +162,25 @@ class Controller:
         rules = CanarySettings(**deployment.plan["canary"])
         candidate, champion, window = self._window(deployment)
         early = analysis.early_failure(candidate, champion, rules)
-        if early is not None:
-            return self._rollback(deployment, {"result": "fail", "checks": [early], "window": window},
-                                  f"canary failed {early['name']} at {rules.steps[deployment.step]:g}%")
         elapsed = (self.clock.now() - deployment.step_started_at).total_seconds()
-        if elapsed < rules.window_s * (1 + deployment.extensions):
+        due = early is None and elapsed >= rules.window_s * (1 + deployment.extensions)
+        verdict = analysis.Verdict(analysis.guardrails(candidate, champion, rules)) if due else None
+        decision = judge_canary(rules, step=deployment.step, extensions=deployment.extensions, early=early, verdict=verdict)
+        if decision.action == "wait":
             return None
-        verdict = analysis.Verdict(analysis.guardrails(candidate, champion, rules))
-        evidence = verdict.to_dict() | {"window": window}
-        step = rules.steps[deployment.step]
-        if verdict.result == "fail":
-            return self._rollback(deployment, evidence, f"canary failed {', '.join(verdict.failed())} at {step:g}%")
-        if verdict.result == "inconclusive":
-            if deployment.extensions >= rules.max_extensions:
-                return self._rollback(deployment, evidence, f"canary inconclusive at {step:g}% after "
-                                                            f"{deployment.extensions} extensions: {', '.join(verdict.failed())}")
-            return move(self.project, deployment, {"extensions": deployment.extensions + 1}, actor="controller",
-                        clock=self.clock, evidence=evidence, why=f"inconclusive at {step:g}%: window extended")
-        if deployment.step + 1 >= len(rules.steps) - 1:
+        evidence = (verdict.to_dict() if verdict else {"result": "fail", "checks": [early]}) | {"window": window}
+        if decision.action == "hold":
+            self._remember(deployment, evidence | {"note": decision.why}, every_s=rules.window_s)
+            return None
+        if decision.action == "rollback":
+            return self._rollback(deployment, evidence, decision.why)
+        if decision.action == "promote":
             return self._promote(deployment, evidence)
-        nxt = rules.steps[deployment.step + 1]
-        return move(self.project, deployment,
-                    {"step": deployment.step + 1, "step_started_at": self.clock.now(), "extensions": 0},
-                    actor="controller", clock=self.clock, evidence=evidence, why=f"canary passed at {step:g}%: {nxt:g}%")
+        changes: dict[str, Any] = {"extensions": deployment.extensions + 1}
+        if decision.action == "next":
+            changes = {"step": deployment.step + 1, "step_started_at": self.clock.now(), "extensions": 0}
+        return move(self.project, deployment, changes, actor="controller", clock=self.clock, evidence=evidence,
+                    why=decision.why, fence=self._fence())
 
     def _ab(self, deployment: Deployment) -> Deployment | None:
         rules = AbSettings(**deployment.plan["ab"])
@@ -162,8 +202,7 @@ class Controller:
             return self._rollback(deployment, evidence, "A/B: the champion is better")
         if (now - deployment.created_at).total_seconds() >= rules.max_duration_s:
             return self._rollback(deployment, evidence, f"A/B: no winner within {rules.max_duration_s:g} s; the champion stays")
-        # remember the look (running-minimum p-value, when) without an event per look
-        self.store.transition(deployment.id, deployment.revision, {"evidence": evidence}, event=None)
+        self._remember(deployment, evidence)  # the running-minimum p-value, and when it was looked at
         return None
 
     def _shadow(self, deployment: Deployment) -> Deployment | None:
@@ -181,58 +220,58 @@ class Controller:
         if elapsed >= rules.max_duration_s:
             return self._rollback(deployment, evidence, f"shadow inconclusive after {rules.max_duration_s:g} s")
         return move(self.project, deployment, {"extensions": deployment.extensions + 1}, actor="controller", clock=self.clock,
-                    evidence=evidence, why="shadow inconclusive: window extended")
+                    evidence=evidence, why="shadow inconclusive: window extended", fence=self._fence())
 
     def _promote(self, deployment: Deployment, evidence: dict[str, Any]) -> Deployment:
         if deployment.plan.get("approval") == "required":
             return move(self.project, deployment, {"state": "awaiting_approval"}, actor="controller", clock=self.clock,
-                        evidence=evidence, why="passed; waiting for `rung approve`")
+                        evidence=evidence, why="passed; waiting for `rung approve`", fence=self._fence())
         return move(self.project, deployment, {"state": "promoted"}, actor="controller", clock=self.clock, evidence=evidence,
-                    why=f"{deployment.strategy}: {deployment.model}:{deployment.version} promoted to champion")
+                    why=f"{deployment.strategy}: {deployment.model}:{deployment.version} promoted to champion",
+                    fence=self._fence())
 
     def _rollback(self, deployment: Deployment, evidence: dict[str, Any], why: str) -> Deployment:
         return move(self.project, deployment, {"state": "rolled_back"}, actor="controller", clock=self.clock,
-                    evidence=evidence, why=why)
+                    evidence=evidence, why=why, fence=self._fence())
+
+    def _remember(self, deployment: Deployment, evidence: dict[str, Any], every_s: float = 0.0) -> None:
+        """Keep a look's evidence on the rollout (for ``rung status``) without a move or an event; at most once per ``every_s``."""
+        now = self.clock.now()
+        last = deployment.evidence.get("checked_at")
+        if every_s and last is not None and (now - _parse(last)).total_seconds() < every_s:
+            return
+        self.store.transition(deployment.id, deployment.revision, {"evidence": evidence | {"checked_at": now.isoformat()}},
+                              event=None, fence=self._fence())
 
     # -- making the world follow -----------------------------------------------------------
 
     def sync(self) -> None:
         """Routing tables and aliases to what each model's newest rollout implies."""
-        from rung.serving.routing import RoutingTable, set_routing
-
         by_model: dict[str, list[Deployment]] = {}
         for deployment in self.store.deployments(limit=1000):
             by_model.setdefault(deployment.model, []).append(deployment)
         newest = {model: current(found) for model, found in by_model.items()}
         if not newest:
             return
-        aliases = self.project.tracking.aliases()
         now = self.clock.now()
+        self._registry = None
         for model, deployment in newest.items():
             assert deployment is not None
-            wanted = desired_routing(deployment, now)
-            stored = self.store.route(model)
-            if wanted is not None and (stored is None or _table(stored.variants, stored.shadows) != _table(*wanted)):
-                table = RoutingTable.build(model, wanted[0], wanted[1])
-                why = f"{deployment.strategy} of {deployment.ref}: {deployment.state}"
-                try:
-                    set_routing(self.store, table, actor="controller", reason=why,
-                                expected_revision=stored.revision if stored else 0)
-                except StaleRoute:
-                    continue  # someone else wrote it: next tick compares again
-                self.hook("routed")
-            for alias, version in desired_aliases(deployment).items():
-                have = aliases.get(model, {}).get(alias)
-                if version is not None and have != version:
-                    self.project.tracking.set_alias(model, alias, version)
-                elif version is None and have is not None:
-                    self.project.tracking.delete_alias(model, alias)
+            self._hold()
+            try:
+                if apply_routing(self.project, deployment, actor="controller", now=now, fence=self._fence()):
+                    self.hook("routed")
+            except StaleRoute:
+                continue  # someone else wrote it: next tick compares again
+            apply_aliases(self.project, deployment, now=now, registry=self._aliases)
             self.hook("aliased")
 
-
-def _table(variants: list[dict[str, Any]], shadows: list[dict[str, Any]]) -> tuple[Any, ...]:
-    return (tuple((v["name"], int(v["version"]), round(float(v.get("weight", 1.0)), 6)) for v in variants),
-            tuple((s["name"], int(s["version"])) for s in shadows))
+    def _aliases(self) -> dict[str, dict[str, int]]:
+        """The registry's aliases, read once a pass and only when one must change (the first read imports MLflow)."""
+        if self._registry is None:
+            self._registry = self.project.tracking.aliases()
+            self._hold(force=True)  # that may have been slow: the lease must still be ours before aliases are written
+        return self._registry
 
 
 def _parse(text: str) -> datetime:

@@ -1,28 +1,35 @@
 """Rollouts as desired state: deploy, roll back, approve; and what routing and aliases they imply.
 
-A deploy writes one row (and its event); it does not touch traffic. The
-controller turns rows into routing tables and registry aliases
+A deploy writes one row (and its event), then applies the routing its
+first step implies (:func:`apply_routing`), so a canary gets its traffic
+at once rather than at the controller's next pass. Everything after is
+the controller's: it turns rows into routing tables and registry aliases
 (:func:`desired_routing`, :func:`desired_aliases`), so a crash between
-the two leaves nothing a later pass cannot finish.
+any two writes leaves nothing a later pass cannot finish.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from rung.delivery.clock import SYSTEM, Clock
-from rung.errors import ConfigError, DeployRefused
-from rung.store import Deployment
+from rung.errors import ConfigError, DeployRefused, StaleRoute
+from rung.store import Deployment, Fence
 
 if TYPE_CHECKING:
     from rung.project import Project
 
-__all__ = ["STRATEGIES", "current", "deploy", "rollback", "approve", "move", "desired_routing", "desired_aliases", "certification", "weight"]
+__all__ = ["STRATEGIES", "current", "deploy", "rollback", "approve", "move", "apply_routing", "apply_aliases", "desired_routing",
+           "desired_aliases",
+           "certification", "weight"]
 
 STRATEGIES = ("direct", "canary", "ab", "shadow")
+ALIASES = "rollout:aliases"  # loop state: {model: {"deployment": id, "aliases": {...}}}, as last set in the registry
 
 
 def current(deployments: list[Deployment]) -> Deployment | None:
@@ -61,7 +68,8 @@ def deploy(project: Project, ref: str, *, strategy: str | None = None, force: bo
     if not certified and not force:
         why = "it failed certification" if report else "it has not been certified"
         raise DeployRefused(f"{record.ref} cannot be deployed: {why}; run `rung certify {record.ref}` (or deploy with --force)")
-    champion = project.tracking.aliases().get(record.name, {}).get("champion")
+    registry = project.tracking.aliases()
+    champion = registry.get(record.name, {}).get("champion")
     if champion == record.version:
         raise DeployRefused(f"{record.ref} is already the champion; nothing to roll out")
     requested = strategy
@@ -84,6 +92,9 @@ def deploy(project: Project, ref: str, *, strategy: str | None = None, force: bo
         superseded_event={"kind": "rollout", "actor": actor, "time": now,
                           "data": {"to": "superseded", "why": f"superseded by a deploy of {record.ref}"}},
     )
+    with contextlib.suppress(StaleRoute):  # someone wrote the table meanwhile: the controller compares again
+        apply_routing(project, deployment, actor=actor, now=now)
+    apply_aliases(project, deployment, now=now, registry=lambda: registry)  # MLflow is loaded here already
     return deployment
 
 
@@ -107,8 +118,11 @@ def approve(project: Project, model: str, *, actor: str = "cli", clock: Clock = 
 
 
 def move(project: Project, deployment: Deployment, changes: dict[str, Any], *, actor: str, clock: Clock, why: str,
-          evidence: dict[str, Any] | None = None) -> Deployment:
-    """One transition of a rollout (compare-and-set) with its event: from, to, weights before and after, why, evidence."""
+          evidence: dict[str, Any] | None = None, fence: Fence | None = None) -> Deployment:
+    """One transition of a rollout (compare-and-set) with its event: from, to, weights before and after, why, evidence.
+
+    ``fence``: the move of a lease holder (the controller), refused once the lease is no longer theirs.
+    """
     now = clock.now()
     changes = changes | {"updated_at": now}
     if evidence is not None:
@@ -121,7 +135,54 @@ def move(project: Project, deployment: Deployment, changes: dict[str, Any], *, a
         data["evidence"] = evidence
     event = {"kind": "rollout", "actor": actor, "subject": deployment.model, "time": now, "data": data,
              "chain": deployment.plan.get("chain")}
-    return project.store.transition(deployment.id, deployment.revision, changes, event)
+    return project.store.transition(deployment.id, deployment.revision, changes, event, fence=fence)
+
+
+def apply_routing(project: Project, deployment: Deployment, *, actor: str, now: datetime, fence: Fence | None = None) -> bool:
+    """Make the model's routing table what ``deployment`` implies; False when it already is (or it leaves the table alone).
+
+    A compare-and-set on the table's revision: :class:`~rung.errors.StaleRoute`
+    when another writer changed it since it was read.
+    """
+    from rung.serving.routing import RoutingTable, set_routing
+
+    wanted = desired_routing(deployment, now)
+    stored = project.store.route(deployment.model)
+    if wanted is None or (stored is not None and _table(stored.variants, stored.shadows) == _table(*wanted)):
+        return False
+    set_routing(project.store, RoutingTable.build(deployment.model, wanted[0], wanted[1]), actor=actor,
+                reason=f"{deployment.strategy} of {deployment.ref}: {deployment.state}",
+                expected_revision=stored.revision if stored else 0, fence=fence)
+    return True
+
+
+def apply_aliases(project: Project, deployment: Deployment, *, now: datetime,
+                  registry: Callable[[], dict[str, dict[str, int]]] | None = None) -> bool:
+    """Set ``champion``/``challenger`` to what ``deployment`` implies; False when they are what was last set for it.
+
+    What was last set is remembered in the store (:data:`ALIASES`), so the
+    registry is read (``registry()``, default: MLflow) only when a rollout's
+    aliases change: a pass with nothing to change never imports MLflow. An
+    alias changed by hand in the registry is put back at the rollout's next move.
+    """
+    applied = project.store.state(ALIASES)
+    wanted = desired_aliases(deployment)
+    marker = {"deployment": deployment.id, "aliases": wanted}
+    if applied.get(deployment.model) == marker:
+        return False
+    have = (registry or project.tracking.aliases)().get(deployment.model, {})
+    for alias, version in wanted.items():
+        if version is not None and have.get(alias) != version:
+            project.tracking.set_alias(deployment.model, alias, version)
+        elif version is None and have.get(alias) is not None:
+            project.tracking.delete_alias(deployment.model, alias)
+    project.store.save_state(ALIASES, applied | {deployment.model: marker}, time=now)
+    return True
+
+
+def _table(variants: list[dict[str, Any]], shadows: list[dict[str, Any]]) -> tuple[Any, ...]:
+    return (tuple((v["name"], int(v["version"]), round(float(v.get("weight", 1.0)), 6)) for v in variants),
+            tuple((s["name"], int(s["version"])) for s in shadows))
 
 
 def _plan(project: Project, strategy: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from rung.project import Project
 
-__all__ = ["DemoResult", "run_demo", "DEMO_SETTINGS", "START"]
+__all__ = ["DemoResult", "run_demo", "loop_gap", "DEMO_SETTINGS", "START"]
 
 START = datetime(2026, 3, 2, tzinfo=timezone.utc)  # a Monday
 SLOTS_PER_DAY = 6  # traffic arrives in 4-hour slots; the controller looks after each
@@ -79,6 +79,9 @@ deploy:
 
 @dataclass
 class DemoResult:
+    """What the demo saw, day by day: ``retrain_day`` is the first retraining triggered, whatever became of it;
+    ``chain`` is the retraining whose candidate was certified and rolled out; ``retrain_failures`` say why others were not."""
+
     root: Path
     days: int
     drift_day: int
@@ -90,6 +93,29 @@ class DemoResult:
     failed: int = 0
     seconds: float = 0.0
     chain: str | None = None
+    v1_failed: list[str] = field(default_factory=list)
+    retrain_failures: list[str] = field(default_factory=list)
+
+
+def loop_gap(result: DemoResult) -> str | None:
+    """Why the loop did not close (no retraining triggered, none certified and rolled out, none promoted); None when it did.
+
+    The demo's promise is the whole loop without a human, so ``rung demo``
+    exits non-zero with this reason rather than print a summary of a loop
+    that stopped halfway.
+    """
+    v1 = f" (v1 was not certified either: {', '.join(result.v1_failed)} failed)" if result.v1_failed else ""
+    if result.retrain_day is None:
+        seen = (f"the drift alert fired on day {result.drift_alert_day}" if result.drift_alert_day is not None
+                else "no drift alert fired")
+        return f"no retraining was triggered in {result.days} days ({seen})"
+    if result.chain is None:
+        tried = len(result.retrain_failures)
+        first = f"; the first: {result.retrain_failures[0]}" if result.retrain_failures else ""
+        return f"no retraining reached an A/B test ({tried} failed{first}){v1}"
+    if result.promoted_day is None:
+        return f"the A/B test did not promote the retrained version within {result.days} days"
+    return None
 
 
 class Warehouse:
@@ -217,7 +243,9 @@ def run_demo(root: Path, *, days: int = 20, scenario: Scenario | None = None,
         first = project.run(trigger="demo")
         ref = f"{project.settings.model_name}:{first.run.model_version}"
         report = project.certify(ref, actor="demo", clock=clock)
-        emit("v1", {"ref": ref, "certified": report.certified, "metrics": first.run.metrics.get("overall", {})})
+        result.v1_failed = [c.name for c in report.failed]
+        emit("v1", {"ref": ref, "certified": report.certified, "failed": result.v1_failed,
+                    "metrics": first.run.metrics.get("overall", {})})
         if project.tracking.aliases().get(project.settings.model_name, {}).get("champion") != first.run.model_version:
             deploy(project, ref, actor="demo", clock=clock, reason="first version")
         controller = Controller(project, clock=clock, lease_s=3600)
@@ -251,8 +279,7 @@ def run_demo(root: Path, *, days: int = 20, scenario: Scenario | None = None,
                             result.drift_alert_day = day
                         emit("alert", {"day": day, "notice": notice})
                     if tick.retrain is not None:
-                        if tick.retrain.status == "deployed" and result.retrain_day is None:
-                            result.retrain_day, result.chain = day, tick.retrain.id
+                        _note_retrain(result, day, tick.retrain)
                         emit("retrain", {"day": day, "retrain": tick.retrain})
                     controller.tick()
                     controller.sync()
@@ -266,6 +293,16 @@ def run_demo(root: Path, *, days: int = 20, scenario: Scenario | None = None,
         project.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _note_retrain(result: DemoResult, day: int, retrain: Any) -> None:
+    """Record a retraining the scheduler triggered: the first one's day, the first one rolled out, why others failed."""
+    if result.retrain_day is None:
+        result.retrain_day = day
+    if retrain.status == "deployed":
+        result.chain = result.chain or retrain.id
+    else:
+        result.retrain_failures.append(f"day {day}: {retrain.error or f'ended {retrain.status}'}")
 
 
 def _flush(running: Any) -> None:

@@ -22,15 +22,26 @@ in a request id the gateway accepts, so the two never collide.
 
 Why this shape: the gateway's event loop only appends one tuple per request
 (:meth:`RequestLog.record`); a background thread turns what accumulated
-into Arrow columns and writes a segment every ``flush_s``. The queue is
-bounded: when it is full, records are dropped and counted
-(``rung_request_log_dropped_total``), and the thread records an event
-(``request_log.dropped``) at most once a minute with the count, so a loss
-is never silent. :meth:`RequestLog.stop` writes everything still queued.
+into Arrow columns and writes a segment every ``flush_s``.
+
+A record the log cannot keep is dropped and counted by reason, never
+silently, and serving goes on (see :data:`DROP_REASONS`): the queue is
+bounded in rows (``capacity``), one request may take at most
+``max_request_rows`` of it (a quarter by default, so one huge request
+cannot starve the ones after it: it is logged whole or not at all), and a
+segment that cannot be written (a full disk) counts its records lost. Each
+drop goes to ``on_drop(reason, records)`` (the gateway's
+``rung_request_log_dropped_total{reason=...}``), and the thread records an
+event (``request_log.dropped``) at most once a minute with the counts. So
+every record is either in a readable segment or counted (short of the
+process being killed: what was queued then, under ``flush_s`` of records,
+is gone). :meth:`RequestLog.stop` writes everything still queued.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import math
 import os
@@ -52,13 +63,17 @@ if TYPE_CHECKING:
     from rung.store import MetadataStore
 
 __all__ = ["RequestLog", "open_request_log", "log_root", "feedback_id", "parse_feedback_id", "partition_dir",
-           "FEATURE_PREFIX", "RECORD_COLUMNS", "DROP_EVENT_EVERY_S"]
+           "FEATURE_PREFIX", "RECORD_COLUMNS", "DROP_EVENT_EVERY_S", "DROP_REASONS"]
 
 log = logging.getLogger(__name__)
 
 FEATURE_PREFIX = "f_"
 RECORD_COLUMNS = ("request_id", "row", "time", "version", "variant", "shadow", "status", "latency_ms", "prediction", "score")
 DROP_EVENT_EVERY_S = 60.0
+# Why records were dropped: no room in the queue; one request above ``max_request_rows``; a segment that could
+# not be written because the disk (or quota) is full; any other failure to write one.
+DROP_REASONS = ("queue_full", "too_large", "disk_full", "write_error")
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 TIME_OF_DAY = "%H%M%S%f"
 
 # What the event loop queues per request: a plain tuple, the cheapest thing to build and append. Its
@@ -96,13 +111,14 @@ def log_root(project: Project) -> Path:
     return path if path.is_absolute() else project.root / path
 
 
-def open_request_log(project: Project, *, clock: Clock, on_drop: Callable[[int], None] | None = None) -> RequestLog | None:
+def open_request_log(project: Project, *, clock: Clock,
+                     on_drop: Callable[[str, int], None] | None = None) -> RequestLog | None:
     """The project's request log as configured, not yet started; None when ``enabled: false``."""
     settings = project.settings.monitor.request_log
     if not settings.enabled:
         return None
     return RequestLog(log_root(project), clock=clock, capacity=settings.capacity, flush_s=settings.flush_s,
-                      on_drop=on_drop, store=project.store)
+                      max_request_rows=settings.max_request_rows, on_drop=on_drop, store=project.store)
 
 
 class RequestLog:
@@ -110,20 +126,24 @@ class RequestLog:
 
     ``record`` is called from one thread (the event loop); everything else
     happens in the writer thread, or in the caller's with :meth:`flush`.
+    ``on_drop(reason, records)`` is called from either (a Prometheus counter
+    is safe there). ``max_request_rows`` (None: a quarter of ``capacity``)
+    is at most ``capacity``.
     """
 
     def __init__(self, root: Path, *, clock: Clock, capacity: int = 100_000, flush_s: float = 0.5,
-                 segment_rows: int = 250_000, on_drop: Callable[[int], None] | None = None,
-                 store: MetadataStore | None = None) -> None:
+                 segment_rows: int = 250_000, max_request_rows: int | None = None,
+                 on_drop: Callable[[str, int], None] | None = None, store: MetadataStore | None = None) -> None:
         self.root = Path(root)
         self.clock = clock
         self.capacity = capacity
+        self.max_request_rows = min(capacity, max_request_rows or max(1, capacity // 4))
         self.flush_s = flush_s
         self.segment_rows = segment_rows
-        self.on_drop = on_drop or (lambda n: None)
+        self.on_drop = on_drop or (lambda reason, n: None)
         self.store = store
-        self.dropped = 0  # records refused because the queue was full (event loop only)
-        self.lost = 0  # records whose segment could not be written (writer only)
+        # records dropped, by reason: the event loop counts the first two, the writer the others (no key is shared)
+        self.drops = dict.fromkeys(DROP_REASONS, 0)
         self.written = 0  # records in segments
         self.segments = 0
         self._queue: deque[tuple[Any, ...]] = deque()
@@ -131,7 +151,8 @@ class RequestLog:
         self._queued_out = 0  # ... and taken (writer only): no lock needed for the difference
         self._reported = 0
         self._last_report = -math.inf
-        self._loss_reason: str | None = None
+        self._error: str | None = None  # the last failure to write a segment, for the drop event
+        self._failing: str | None = None  # its reason while writes keep failing: one traceback per streak
         self._writer_id = os.urandom(3).hex()
         self._seq = 0
         self._dirs: set[Path] = set()
@@ -154,12 +175,16 @@ class RequestLog:
         values, as the request was parsed) are copied into tuples (the note
         above the queue's layout says why). A request's rows share its status,
         latency and time. Without ``scores``, numeric predictions are the
-        scores. A queue past half full wakes the writer early.
+        scores. A queue past half full wakes the writer early. A request
+        above ``max_request_rows``, or one the queue has no room for, is
+        dropped whole and counted.
         """
         queued = self._queued_in - self._queued_out
-        if queued and queued + rows > self.capacity:
-            self.dropped += rows
-            self.on_drop(rows)
+        if rows > self.max_request_rows:
+            self._drop("too_large", rows)
+            return
+        if queued + rows > self.capacity:
+            self._drop("queue_full", rows)
             return
         self._queued_in += rows
         names = values = None
@@ -174,6 +199,15 @@ class RequestLog:
     def queued(self) -> int:
         """Records waiting to be written."""
         return self._queued_in - self._queued_out
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped so far, for any reason."""
+        return sum(self.drops.values())
+
+    def _drop(self, reason: str, records: int) -> None:
+        self.drops[reason] += records
+        self.on_drop(reason, records)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -218,8 +252,10 @@ class RequestLog:
                 pending -= 1
                 batch.append(item)
                 rows += item[_ROWS]
-            written += self._write(batch)
-            self._queued_out += rows
+            try:
+                written += self._write(batch)
+            finally:  # taken off the queue whatever happened: written or counted lost
+                self._queued_out += rows
         return written
 
     def _write(self, batch: list[tuple[Any, ...]]) -> int:
@@ -239,13 +275,22 @@ class RequestLog:
             try:
                 self._segment(model, day, items)
             except Exception as exc:  # a full disk or an unwritable value: count the loss, keep serving
-                log.exception("request log: %d records of %s lost", rows, model)
-                self.lost += rows
-                self._loss_reason = f"write failed: {type(exc).__name__}: {exc}"
+                self._lost(model, rows, exc)
                 continue
+            self._failing = None
             written += rows
         self.written += written
         return written
+
+    def _lost(self, model: str, records: int, exc: Exception) -> None:
+        """Count the records of a segment that could not be written; the traceback once per streak of failures."""
+        reason = "disk_full" if isinstance(exc, OSError) and exc.errno in _DISK_FULL else "write_error"
+        self._error = f"{type(exc).__name__}: {exc}"
+        if reason != self._failing:
+            log.error("request log: %d records of %s lost (%s); later losses are counted, not logged each time",
+                      records, model, reason, exc_info=exc)
+            self._failing = reason
+        self._drop(reason, records)
 
     def _segment(self, model: str, day: date, items: list[tuple[Any, ...]]) -> None:
         import pyarrow.parquet as pq
@@ -254,17 +299,19 @@ class RequestLog:
         times = [item[_TIME] for item in items]
         first, last = _utc(min(times)), _utc(max(times))
         directory = partition_dir(self.root, model, day)
-        if directory not in self._dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(directory)
         self._seq += 1
         name = f"{first.strftime(TIME_OF_DAY)}-{last.strftime(TIME_OF_DAY)}-{os.getpid()}-{self._writer_id}-{self._seq:06d}.parquet"
         temporary = directory / f".{name}.tmp"
         try:
+            if directory not in self._dirs:
+                directory.mkdir(parents=True, exist_ok=True)
+                self._dirs.add(directory)
             pq.write_table(table, temporary)
             os.replace(temporary, directory / name)
         except BaseException:
-            temporary.unlink(missing_ok=True)
+            self._dirs.discard(directory)  # it may be gone (a volume cleaned up): made again next time
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
             raise
         self.segments += 1
 
@@ -273,16 +320,17 @@ class RequestLog:
 
         ``final`` (at :meth:`stop`) reports what is left regardless of the minute.
         """
-        total = self.dropped + self.lost
+        counts = dict(self.drops)
+        total = sum(counts.values())
         unreported = total - self._reported
         if not unreported or (not final and time.monotonic() - self._last_report < DROP_EVENT_EVERY_S):
             return
         self._last_report = time.monotonic()
-        reason = self._loss_reason if self.lost else None
-        data = {"dropped": unreported, "total": total, "queue_full": self.dropped, "write_failed": self.lost,
-                "capacity": self.capacity, "reason": reason or "the queue was full"}
-        log.warning("request log: %d records dropped (%d in all); raise monitor.request_log.capacity or check the disk",
-                    unreported, total)
+        data = {"dropped": unreported, "total": total, **counts, "capacity": self.capacity,
+                "max_request_rows": self.max_request_rows, "error": self._error}
+        causes = ", ".join(f"{reason} {n}" for reason, n in counts.items() if n)
+        log.warning("request log: %d records dropped (%d in all: %s); raise monitor.request_log.capacity or "
+                    "max_request_rows, or check the disk", unreported, total, causes)
         if self.store is None:
             self._reported = total
             return

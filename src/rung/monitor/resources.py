@@ -12,12 +12,17 @@ it would measure itself, not the gateway.
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_left
 from collections import deque
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 __all__ = ["ResourceSampler", "summarise"]
+
+log = logging.getLogger(__name__)
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")  # present where the NVIDIA kernel driver is loaded
 
 
 class ResourceSampler:
@@ -73,12 +78,25 @@ def summarise(samples: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _nvml() -> Any:
-    try:
-        import pynvml
+    """NVML when there is a GPU to read, else None: GPU metrics are optional, sampling never fails for them.
 
+    The one case worth a word is a machine with an NVIDIA driver but
+    without nvidia-ml-py: the user would expect GPU metrics, so the
+    warning says which extra to install.
+    """
+    from rung.errors import MissingDependency
+    from rung.optional import require
+
+    try:
+        pynvml = require("pynvml", purpose="reading GPU metrics")
+    except MissingDependency as missing:
+        if NVIDIA_DRIVER.exists():
+            log.warning("%s", missing)
+        return None
+    try:
         pynvml.nvmlInit()
         return pynvml if pynvml.nvmlDeviceGetCount() > 0 else None
-    except Exception:  # no library, no driver, no device: no GPU metrics
+    except Exception:  # no driver or no device: no GPU metrics
         return None
 
 

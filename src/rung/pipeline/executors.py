@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from rung.errors import RungError
 from rung.pipeline.artifacts import ArtifactStore
+from rung.pipeline.owner import RunOwner, watch_owner
 from rung.pipeline.step import Step, StepContext
 
 PIPELINE_MODULE_PREFIX = "rung_pipeline_"  # how Project names the pipeline files it loads
@@ -147,6 +148,8 @@ class LocalExecutor:
     may hold threads (MLflow, Ray, a web server) and forking a threaded process
     can deadlock. Tasks travel as cloudpickle payloads, with the project's
     pipeline module pickled by value since workers cannot import it by name.
+    Each worker dies with the process that built the executor (the run's
+    owner, see :func:`~rung.pipeline.owner.watch_owner`).
     """
 
     def __init__(self, workers: int = 2) -> None:
@@ -160,7 +163,9 @@ class LocalExecutor:
             if method == "forkserver":
                 # Loaded once in the server, so each worker starts with them imported.
                 context.set_forkserver_preload(["rung.pipeline.executors", "pandas"])
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=watch_owner, initargs=(RunOwner.current(),)
+            )
 
     def submit(self, task: StepTask) -> Future[StepOutcome]:
         if isinstance(self._pool, _Inline):
@@ -193,10 +198,9 @@ class RayExecutor:
     """Steps as Ray tasks: ``ray.init(address)`` or a local Ray instance when no address is given."""
 
     def __init__(self, address: str | None = None) -> None:
-        try:
-            import ray
-        except ImportError as exc:
-            raise RungError("executor 'ray' needs Ray: pip install 'rung[ray]'") from exc
+        from rung.optional import require
+
+        ray = require("ray", purpose="executor 'ray'")
         self._ray = ray
         self._owns = not ray.is_initialized()
         if self._owns:

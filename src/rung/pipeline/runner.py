@@ -5,7 +5,10 @@ whose cache key (its code, its input hashes, its parameters and settings,
 and any outside fingerprint it declares) was seen before, with its outputs
 still in the artifact store, is a cache hit and does not run. A failed step
 fails the run with its error and log; nothing downstream runs, and what was
-already running is let finish and recorded.
+already running is let finish and recorded. The run's row names this
+process as its owner, so that when it dies without a word (``kill -9``) its
+workers follow it and the next reader records the run as failed
+(:mod:`rung.pipeline.owner`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from rung.errors import StepFailed
 from rung.pipeline.artifacts import ArtifactStore
 from rung.pipeline.dag import Pipeline
 from rung.pipeline.executors import Executor, StepOutcome, StepTask
+from rung.pipeline.owner import RunOwner
 from rung.pipeline.step import Step, StepContext
 from rung.store import MetadataStore, PipelineRun, StepRun
 
@@ -98,6 +102,7 @@ class Runner:
         run_id = uuid.uuid4().hex
         needed = pipeline.ancestors(targets) if targets else set(pipeline.steps)
         order = [n for n in pipeline.order() if n in needed]
+        owner = RunOwner.current()
         self.store.create_run(
             PipelineRun(
                 id=run_id,
@@ -110,6 +115,9 @@ class Runner:
                 lineage=lineage or {},
                 steps_total=len(order),
                 reproduces=reproduces,
+                owner_pid=owner.pid,
+                owner_host=owner.host,
+                owner_started=owner.started,
             ),
             steps=order,
         )

@@ -9,6 +9,7 @@ log is read (see :mod:`rung.delivery.feedback`).
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -38,8 +39,10 @@ def control_routes(gateway: Gateway, guarded: Any) -> list[Route]:
     async def post_feedback(request: Request) -> Response:
         try:
             if gateway.settings.protect_predict:
-                gateway.authorise(request, "viewer")
+                await gateway.authorise(request, "viewer")
             body = await _read_json(request, gateway.max_body)
+            if not isinstance(body, dict):
+                raise HTTPError(422, "the body must be a JSON object: {request_id, value} or {feedback: [...]}", "body")
             items = feedback.parse_items(body)
         except HTTPError as exc:
             return _error(exc.status, exc.message, exc.field)
@@ -48,8 +51,8 @@ def control_routes(gateway: Gateway, guarded: Any) -> list[Route]:
         except ConfigError as exc:
             message = str(exc)
             return _error(422, message, message.split(":")[0])
-        outcome = await asyncio.to_thread(feedback.record, gateway.store, items, source="http", clock=gateway.clock)
-        if len(items) == 1 and not (isinstance(body, dict) and "feedback" in body) and outcome["conflict"]:
+        outcome = await gateway.db(partial(feedback.record, gateway.store, items, source="http", clock=gateway.clock))
+        if len(items) == 1 and "feedback" not in body and outcome["conflict"]:
             return _error(409, f"request {items[0][0]!r} already has a different feedback value; the first one stands",
                           "value")
         counts: dict[str, Any] = {k: len(v) for k, v in outcome.items()}
@@ -58,7 +61,7 @@ def control_routes(gateway: Gateway, guarded: Any) -> list[Route]:
 
     async def list_deployments(request: Request, actor: str) -> Response:
         model = request.query_params.get("model")
-        found = await asyncio.to_thread(gateway.store.deployments, model, limit=100)
+        found = await gateway.db(partial(gateway.store.deployments, model, limit=100))
         return _json([deployment_dict(d) for d in found])
 
     async def create_deployment(request: Request, actor: str) -> Response:

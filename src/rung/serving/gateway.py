@@ -13,6 +13,14 @@
   request id (``X-Request-Id``, taken from the request when given).
 * Bad input is a 4xx naming the field; a model that raises is a 500 for
   that request only, never a dead worker.
+* A version that cannot be loaded (files that fail their sha256, a version
+  not registered) is not served, and ``/v2/health/ready`` and the model's
+  metadata and readiness say which and why. A running gateway keeps the
+  table it had; one that starts serves every other model and version.
+* The event loop never waits for the database: routing polls, token
+  lookups and control-API reads run in a few threads of their own
+  (``DB_THREADS``), so a slow or locked database delays them, not the
+  predictions of versions already loaded.
 """
 
 from __future__ import annotations
@@ -23,23 +31,25 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from rung import __version__
 from rung.delivery.clock import SYSTEM, Clock
-from rung.errors import AuthError, ConfigError, DeployRefused, NotFound, RungError, StaleDeployment, StaleRoute
+from rung.errors import AuthError, ConfigError, DeployRefused, IntegrityError, NotFound, RungError, StaleDeployment, StaleRoute
 from rung.serving import auth
 from rung.serving.batching import Runtime
 from rung.serving.compiled import CompiledPipeline, compile_model
 from rung.serving.control import control_routes
-from rung.serving.loader import InputError, LoadedModel, load_version, training_inputs
+from rung.serving.loader import InputError, LoadedModel, fetch_verified, load_version, training_inputs
 from rung.monitor.requestlog import open_request_log
 from rung.serving.metrics import GatewayMetrics
 from rung.serving.worker import ModelWorker, WorkerDied
@@ -57,6 +67,11 @@ log = logging.getLogger("rung.gateway")
 JSON = "application/json"
 MAX_SHADOW_PENDING = 256
 RETIRE_AFTER_S = 30.0  # how long an unrouted version stays loaded for requests already routed to it
+TOKEN_CACHE_S = 1.0  # how long prediction and feedback routes trust a token check, either way
+WATCH_S = 0.5  # how often model workers are checked for a process that died while idle
+DB_THREADS = 8  # the gateway's database calls at once (the PostgreSQL pool holds more)
+
+T = TypeVar("T")
 
 
 class HTTPError(Exception):
@@ -85,11 +100,13 @@ class Gateway:
         self.draining = False
         self.shadow_pending = 0
         self.rejected: dict[str, int] = {}  # model -> routing revision that could not be loaded
+        self.unserved: dict[str, dict[int, str]] = {}  # model -> {version named by its table: why it is not served}
         self._retiring: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self.max_body = int(self.settings.max_body_mb * 1024 * 1024)
-        self._refresh_task: asyncio.Task[None] | None = None
-        self._token_cache: dict[str, tuple[float, str]] = {}
-        self.requests = open_request_log(project, clock=clock, on_drop=self.metrics.log_dropped.inc)  # None: off
+        self._tasks: list[asyncio.Task[None]] = []
+        self._token_cache: dict[str, tuple[float, str | AuthError]] = {}
+        self._db = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="rung-db")
+        self.requests = open_request_log(project, clock=clock, on_drop=self.metrics.request_log_dropped)  # None: off
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -99,18 +116,23 @@ class Gateway:
         if self.requests is not None:
             self.requests.start()
         self.ready = True
-        self._refresh_task = asyncio.create_task(self._refresh_forever())
+        self._tasks = [asyncio.create_task(self._refresh_forever()), asyncio.create_task(self._watch_workers())]
 
     async def stop(self) -> None:
         self.ready = False
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._refresh_task
+                await task
         for runtime in self.runtimes.values():
             runtime.close()
         if self.requests is not None:
             await asyncio.to_thread(self.requests.stop)  # write what is queued
+        self._db.shutdown(wait=False)
+
+    async def db(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` in one of the gateway's database threads: the event loop goes on meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._db, partial(call, *args))
 
     def _ensure_default_route(self) -> None:
         """A project model without a routing table is served by its ``champion``."""
@@ -132,29 +154,45 @@ class Gateway:
                 log.exception("routing refresh failed; serving the previous tables")
 
     async def refresh(self) -> None:
-        """Load what changed tables need, then swap them in."""
-        # Inline, not in a thread: one indexed read of a tiny table, and a thread hop
-        # under load costs more (GIL hand-offs) than the query itself.
-        revisions = self.store.route_revisions()
+        """Load what changed tables need, then swap them in.
+
+        A table naming a version that cannot be loaded is refused while a
+        previous one serves; without one (at start, or a model new to this
+        gateway) the versions that did load serve, and the rest are listed
+        in :attr:`unserved`. Either way, it is tried again only when the
+        table changes.
+        """
+        revisions = await self.db(self.store.route_revisions)
         for model, revision in revisions.items():
             current = self.tables.get(model)
             if (current is not None and current.revision == revision) or self.rejected.get(model) == revision:
                 continue
-            try:
-                record = self.store.route(model)  # inline too: see above
-                if record is None:
-                    continue
-                table = RoutingTable.from_record(record)
-                for version in sorted(table.versions):
-                    if (model, version) not in self.runtimes:
-                        self.runtimes[(model, version)] = await asyncio.to_thread(self._load, model, version)
-            except RungError as exc:
-                # Keep serving the last good table; try again only when the table changes.
-                self.rejected[model] = revision
-                log.error("routing table %s revision %s rejected, still serving the previous one: %s", model, revision, exc)
-                if current is None and not self.ready:
-                    raise
+            record = await self.db(self.store.route, model)
+            if record is None:
                 continue
+            try:
+                table = RoutingTable.from_record(record)
+            except ConfigError as exc:  # written around set_routing: nothing to load, keep what serves
+                self.rejected[model] = revision
+                log.error("routing table %s revision %s is malformed, not used: %s", model, revision, exc)
+                continue
+            failed = await self._load_versions(table)
+            if failed:
+                self.rejected[model] = revision
+                if current is not None:
+                    self.unserved[model] = failed
+                    log.error("routing table %s revision %s refused, still serving revision %s: %s", model, revision,
+                              current.revision, "; ".join(failed.values()))
+                    continue
+                served = _served_part(table, failed)
+                log.error("routing table %s revision %s: %s; %s", model, revision, "; ".join(failed.values()),
+                          f"serving version(s) {', '.join(map(str, sorted(served.versions)))}" if served else "not serving it")
+                self.unserved[model] = failed
+                if served is None:
+                    continue
+                table = served
+            else:
+                self.unserved.pop(model, None)
             self.tables[model] = table  # the swap: one assignment
             self.metrics.routing_revision.labels(model).set(table.revision)
             if current is not None and table.updated_at is not None:
@@ -162,11 +200,31 @@ class Gateway:
                 self.metrics.routing_lag.labels(model).observe(lag)
         self._unload_unused()
 
-    def _load(self, model: str, version: int) -> Runtime:
-        """Download, verify and load a version, start its worker, warm it up (off the event loop)."""
+    async def _load_versions(self, table: RoutingTable) -> dict[int, str]:
+        """Load the table's versions not loaded yet (each in a thread); why each that could not be, by version."""
+        failed: dict[int, str] = {}
+        for version in sorted(table.versions):
+            if (table.model, version) in self.runtimes:
+                continue
+            try:
+                self.runtimes[(table.model, version)] = await asyncio.to_thread(self._load, table.model, version)
+            except Exception as exc:  # one version that cannot load must not stop the others
+                failed[version] = str(exc) if isinstance(exc, RungError) else f"{table.model}:{version}: {type(exc).__name__}: {exc}"
+        return failed
+
+    def _record(self, model: str, version: int) -> ModelVersionRecord:
         record = self.store.get_model_version(model, version)
         if record is None:
-            raise ConfigError(f"routing table of {model} names version {version}, which is not registered")
+            raise ConfigError(f"{model}:{version} is not a registered version")
+        return record
+
+    def verify(self, model: str, version: int) -> None:
+        """Raise unless ``model:version`` is registered and its files match their sha256 (blocking)."""
+        fetch_verified(self.project, self._record(model, version))
+
+    def _load(self, model: str, version: int) -> Runtime:
+        """Download, verify and load a version, start its worker, warm it up (off the event loop)."""
+        record = self._record(model, version)
         loaded = load_version(self.project, record)
         not_compiled = "serve.compile is false"
         if self.settings.compile:
@@ -174,8 +232,9 @@ class Gateway:
         workers: list[ModelWorker] = []
         if self.settings.isolation == "process":
             try:
+                restarted = self.metrics.worker_restarts.labels(model, str(version)).inc
                 for _ in range(self.settings.workers):
-                    workers.append(ModelWorker(loaded, threads=self.settings.model_threads))
+                    workers.append(ModelWorker(loaded, threads=self.settings.model_threads, on_restart=restarted))
             except Exception as exc:  # e.g. a pyfunc model that cannot be pickled: predict in a thread instead
                 for worker in workers:
                     worker.close()
@@ -226,10 +285,29 @@ class Gateway:
         if runtime is not None:
             runtime.close()
 
+    async def _watch_workers(self) -> None:
+        """Start again, between requests, the model workers that died while idle (counted in the metrics)."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            workers = [w for r in self.runtimes.values() for w in r.workers if isinstance(w, ModelWorker)]
+            for worker in workers:
+                try:
+                    await asyncio.to_thread(worker.revive)
+                except Exception:  # it stays dead: the next request gets a 503 and tries again
+                    log.exception("model worker of %s could not be started again", worker.model.ref)
+
+    def not_served(self, model: str | None = None) -> list[dict[str, Any]]:
+        """What routing tables name but this gateway does not serve, and why (all models, or ``model``'s)."""
+        return [{"model": m, "version": v, "reason": why} for m, failed in sorted(self.unserved.items())
+                if model in (None, m) for v, why in sorted(failed.items())]
+
     # -- prediction ---------------------------------------------------------------------------
 
     def table(self, model: str) -> RoutingTable:
         table = self.tables.get(model)
+        if table is None and model in self.unserved:
+            why = "; ".join(self.unserved[model].values())
+            raise HTTPError(503, f"model {model!r} is not served: {why}; route it to a version that loads", "model_name")
         if table is None:
             raise HTTPError(404, f"model {model!r} is not served here; served: {', '.join(sorted(self.tables)) or 'none'}", "model_name")
         return table
@@ -237,6 +315,9 @@ class Gateway:
     def pinned(self, model: str, version: int) -> Runtime:
         table = self.table(model)
         runtime = self.runtimes.get((model, version))
+        why = self.unserved.get(model, {}).get(version)
+        if runtime is None and why is not None:
+            raise HTTPError(503, f"version {version} of {model!r} is not served: {why}", "model_version")
         if runtime is None:
             served = ", ".join(str(v) for v in sorted(table.versions))
             raise HTTPError(404, f"version {version} of {model!r} is not served (served: {served}); deploy it first", "model_version")
@@ -307,18 +388,31 @@ class Gateway:
 
     # -- tokens -------------------------------------------------------------------------------
 
-    def authorise(self, request: Request, needed: str) -> str:
-        """The caller's token id, if it grants ``needed`` (cached for a second on hot paths)."""
+    async def authorise(self, request: Request, needed: str, *, cached: bool = True) -> str:
+        """The caller's token id, if it grants ``needed``; else :class:`AuthError`.
+
+        With ``cached`` (prediction and feedback routes) the answer, yes or
+        no, is kept for ``TOKEN_CACHE_S``: a wrong token costs the database
+        one lookup a second however often it is sent, and a revoked token
+        may still predict that long. The control API asks the store each
+        time, so a revoked token loses it at once.
+        """
         header = request.headers.get("authorization")
-        cached = self._token_cache.get(f"{needed}:{header}")
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < 1.0:
-            return cached[1]
-        record = auth.authenticate(self.store, header, needed)
-        self._token_cache[f"{needed}:{header}"] = (now, record.id)
-        if len(self._token_cache) > 1024:
-            self._token_cache.clear()
-        return record.id
+        key = f"{needed}:{header}"
+        hit = self._token_cache.get(key) if cached else None
+        if hit is None or time.monotonic() - hit[0] >= TOKEN_CACHE_S:
+            try:
+                answer: str | AuthError = (await self.db(auth.authenticate, self.store, header, needed)).id
+            except AuthError as exc:
+                answer = exc
+            if cached:
+                if len(self._token_cache) >= 1024:
+                    self._token_cache.clear()
+                self._token_cache[key] = (time.monotonic(), answer)
+            hit = (0.0, answer)
+        if isinstance(hit[1], AuthError):
+            raise AuthError(str(hit[1]), hit[1].status)  # a new one each time: a raised error keeps its traceback
+        return hit[1]
 
 
 # -- HTTP -------------------------------------------------------------------------------------
@@ -359,12 +453,23 @@ async def _read_json(request: Request, limit: int) -> Any:
 
 
 def _version_param(request: Request) -> int | None:
+    """The path's version number: ASCII digits only (``str.isdigit`` also takes ``²`` and ``١``)."""
     raw = request.path_params.get("version")
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise HTTPError(404, f"version {raw!r} is not a model version number", "model_version")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and int(raw) >= 1):
+        raise HTTPError(404, f"version {raw[:20]!r} is not a model version number", "model_version")
     return int(raw)
+
+
+def _served_part(table: RoutingTable, failed: dict[int, str]) -> RoutingTable | None:
+    """``table`` without the versions in ``failed`` (weights renormalised); ``None`` when no variant is left to answer."""
+    try:
+        return RoutingTable.build(table.model, [v for v in table.variants if v.version not in failed],
+                                  [v for v in table.shadows if v.version not in failed], revision=table.revision,
+                                  updated_at=table.updated_at, updated_by=table.updated_by, reason=table.reason)
+    except ConfigError:
+        return None
 
 
 def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
@@ -378,7 +483,7 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
         model_name = request.path_params.get("name") or project.settings.model_name
         try:
             if settings.protect_predict:
-                gateway.authorise(request, "viewer")
+                await gateway.authorise(request, "viewer")
             version = _version_param(request)
             body = await _read_json(request, gateway.max_body)
             key = request.headers.get("x-rung-key")
@@ -455,7 +560,7 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
 
     async def ready(request: Request) -> Response:
         ok = gateway.ready and not gateway.draining
-        return _json({"ready": ok}, 200 if ok else 503)
+        return _json({"ready": ok, "not_served": gateway.not_served()}, 200 if ok else 503)
 
     async def server_metadata(request: Request) -> Response:
         return _json({"name": "rung", "version": __version__, "extensions": ["rung-routing"]})
@@ -475,7 +580,8 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
             "inputs": [{"name": c.name, "datatype": _oip_type(c.type), "shape": [-1]} for c in model.columns],
             "outputs": [{"name": "predict", "datatype": oip_datatype(model.classes) if model.classes else "FP64", "shape": [-1]}]
             + ([{"name": "proba", "datatype": "FP64", "shape": [-1]}] if model.task == "classification" else []),
-            "parameters": {"routing": table.to_dict(), "compiled": model.compiled is not None},
+            "parameters": {"routing": table.to_dict(), "compiled": model.compiled is not None,
+                           "not_served": [{"version": g["version"], "reason": g["reason"]} for g in gateway.not_served(name)]},
         })
 
     async def model_ready(request: Request) -> Response:
@@ -500,7 +606,7 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
 
     async def api(request: Request, needed: str, handler: Any) -> Response:
         try:
-            actor = await asyncio.to_thread(gateway.authorise, request, needed)
+            actor = await gateway.authorise(request, needed, cached=False)
             return await handler(request, actor)
         except AuthError as exc:
             return _error(exc.status, str(exc), "authorization")
@@ -519,10 +625,10 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
             return _error(400, str(exc))
 
     async def list_routes(request: Request, actor: str) -> Response:
-        return _json([t.to_dict() for t in (RoutingTable.from_record(r) for r in await asyncio.to_thread(gateway.store.routes))])
+        return _json([t.to_dict() for t in (RoutingTable.from_record(r) for r in await gateway.db(gateway.store.routes))])
 
     async def get_route(request: Request, actor: str) -> Response:
-        record = await asyncio.to_thread(gateway.store.route, request.path_params["name"])
+        record = await gateway.db(gateway.store.route, request.path_params["name"])
         if record is None:
             raise HTTPError(404, f"no routing table for {request.path_params['name']!r}", "name")
         return _json(RoutingTable.from_record(record).to_dict())
@@ -545,10 +651,16 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
         if reason is not None and not isinstance(reason, str):
             raise HTTPError(422, "reason must be a string", "reason")
         table = RoutingTable.build(name, variants, shadows)
-        for i, v in enumerate(table.variants + table.shadows):
-            if await asyncio.to_thread(gateway.store.get_model_version, name, v.version) is None:
-                raise HTTPError(422, f"{name}:{v.version} is not a registered version", "version")
-        stored = await asyncio.to_thread(
+        # Every gateway will have to load these versions: refuse one that is unregistered or fails its sha256 now.
+        places = {f"variants[{i}]": v.version for i, v in enumerate(table.variants)}
+        places |= {f"shadows[{i}]": v.version for i, v in enumerate(table.shadows)}
+        for version in sorted(table.versions):
+            try:
+                await asyncio.to_thread(gateway.verify, name, version)
+            except (ConfigError, IntegrityError) as exc:
+                where = next(place for place, v in places.items() if v == version)
+                raise HTTPError(422, f"{where}.version: {exc}", f"{where}.version") from None
+        stored = await gateway.db(
             lambda: set_routing(gateway.store, table, actor=f"token:{actor}", reason=reason, expected_revision=expected)
         )
         return _json(stored.to_dict())
@@ -618,7 +730,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return _error(405, f"{request.method} is not allowed on {request.url.path}", "method")
+    """405 with ``Allow``: the methods of every route on this path (a path can have one route per method)."""
+    allowed = sorted({m for route in request.app.routes if isinstance(route, Route) and route.methods
+                      and route.matches(request.scope)[0] is not Match.NONE for m in route.methods})
+    response = _error(405, f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}", "method")
+    response.headers["allow"] = ", ".join(allowed)
+    return response
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

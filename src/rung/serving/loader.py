@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from rung.project import Project
     from rung.store.records import ModelVersionRecord
 
-__all__ = ["InputError", "Column", "LoadedModel", "load_version", "training_inputs", "verify_files"]
+__all__ = ["InputError", "Column", "LoadedModel", "fetch_verified", "load_version", "training_inputs", "verify_files"]
 
 NUMERIC = {"double", "float", "long", "integer", "boolean"}
 
@@ -136,13 +136,23 @@ def verify_files(path: Path, expected: dict[str, str], ref: str) -> None:
         raise IntegrityError(f"{ref}: model files do not match the sha256 recorded at registration ({names}); refusing to load it")
 
 
-def load_version(project: Project, record: ModelVersionRecord) -> LoadedModel:
-    """Copy ``record``'s files out of the registry, verify them, load the native flavour."""
-    ref = record.ref
+def fetch_verified(project: Project, record: ModelVersionRecord) -> Path:
+    """The folder of ``record``'s files, copied out of the registry if needed and checked against their sha256.
+
+    What a gateway asks before it accepts a routing table naming the version,
+    and before it loads one: :class:`IntegrityError` if the files were changed.
+    """
     target = project.state_dir / "models" / record.name / str(record.version)
     if not target.is_dir():
         _download(project, record, target)
-    verify_files(target, record.sha256, ref)
+    verify_files(target, record.sha256, record.ref)
+    return target
+
+
+def load_version(project: Project, record: ModelVersionRecord) -> LoadedModel:
+    """Copy ``record``'s files out of the registry, verify them, load the native flavour."""
+    ref = record.ref
+    target = fetch_verified(project, record)
     meta = _mlmodel(target)
     flavors = meta.get("flavors", {})
     estimator, flavor = _load_native(target, flavors, ref)
@@ -208,6 +218,8 @@ def _mlmodel(path: Path) -> dict[str, Any]:
 
 
 def _load_native(path: Path, flavors: dict[str, Any], ref: str) -> tuple[Any, str]:
+    from rung.optional import require
+
     try:
         if "sklearn" in flavors:
             conf = flavors["sklearn"]
@@ -224,9 +236,13 @@ def _load_native(path: Path, flavors: dict[str, Any], ref: str) -> tuple[Any, st
         if "xgboost" in flavors:
             import mlflow.xgboost
 
+            require("xgboost", purpose=f"{ref} (an XGBoost model)")
+
             return mlflow.xgboost.load_model(str(path)), "xgboost"
         if "lightgbm" in flavors:
             import mlflow.lightgbm
+
+            require("lightgbm", purpose=f"{ref} (a LightGBM model)")
 
             return mlflow.lightgbm.load_model(str(path)), "lightgbm"
         import mlflow.pyfunc

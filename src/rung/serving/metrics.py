@@ -1,10 +1,13 @@
 """The gateway's Prometheus metrics (``GET /metrics``).
 
 Requests by model, version, variant, protocol and status; latency
-histograms; requests in flight; batch sizes; shadow outcomes; process CPU
-and memory; GPU utilisation and memory when NVIDIA's management library
-(``nvidia-ml-py``) finds a GPU. Label children are cached: on the hot path
-recording a request is a dict lookup and two increments.
+histograms; requests in flight; batch sizes; shadow outcomes; request-log
+records dropped by reason (``rung_request_log_dropped_total{reason=...}``:
+the name it had before it had reasons, so a ``sum()`` over it is still the
+total); process CPU and memory; GPU utilisation and memory when NVIDIA's
+management library (``nvidia-ml-py``) finds a GPU. Label children are
+cached: on the hot path recording a request is a dict lookup and two
+increments.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+from rung.monitor.requestlog import DROP_REASONS
 
 __all__ = ["GatewayMetrics"]
 
@@ -41,8 +46,12 @@ class GatewayMetrics:
         )
         self.errors = Counter("rung_request_errors", "Rejected requests by status", ["status"], registry=self.registry)
         self.routing_revision = Gauge("rung_routing_revision", "Routing table revision in effect", ["model"], registry=self.registry)
-        self.log_dropped = Counter("rung_request_log_dropped", "Request-log records dropped (queue full, or a segment that could not be written)",
-                                   registry=self.registry)
+        self.worker_restarts = Counter("rung_model_worker_restarts", "Model worker processes started again after one died",
+                                       ["model", "version"], registry=self.registry)
+        self.log_dropped = Counter("rung_request_log_dropped", "Request-log records dropped, by reason: " + ", ".join(DROP_REASONS),
+                                   ["reason"], registry=self.registry)
+        for reason in DROP_REASONS:  # every reason shows, at 0, from the first scrape
+            self.log_dropped.labels(reason)
         self.routing_lag = Histogram(
             "rung_routing_swap_lag_seconds", "From a routing table's commit in the store to its swap into this gateway",
             ["model"], buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 30.0), registry=self.registry,
@@ -58,6 +67,10 @@ class GatewayMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def request_log_dropped(self, reason: str, records: int) -> None:
+        """The request log's ``on_drop``: called from the event loop and from its writer thread (the counter locks)."""
+        self.log_dropped.labels(reason).inc(records)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

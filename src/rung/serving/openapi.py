@@ -127,6 +127,13 @@ def _get(summary: str, params: list[dict[str, Any]] | None = None, schema: str |
     return op
 
 
+def _model(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    """A model's metadata or readiness: also 503, for a model or version its table names but that could not load."""
+    op = _get(summary, params)
+    op["responses"]["503"] = ERROR
+    return op
+
+
 def _predict(summary: str, params: list[dict[str, Any]], request: str, response: str) -> dict[str, Any]:
     return {
         "summary": summary,
@@ -147,11 +154,11 @@ def document() -> dict[str, Any]:
         "/v2": {"get": _get("Server metadata")},
         "/v2/health/live": {"get": _get("Liveness")},
         "/v2/health/ready": {"get": {**_get("Readiness"), "responses": {**_ok(), "503": ERROR}}},
-        "/v2/models/{name}": {"get": _get("Model metadata", [NAME])},
-        "/v2/models/{name}/ready": {"get": _get("Model readiness", [NAME])},
+        "/v2/models/{name}": {"get": _model("Model metadata", [NAME])},
+        "/v2/models/{name}/ready": {"get": _model("Model readiness", [NAME])},
         "/v2/models/{name}/infer": {"post": _predict("Inference (routed)", [NAME], "InferenceRequest", "InferenceResponse")},
-        "/v2/models/{name}/versions/{version}": {"get": _get("Model version metadata", [NAME, VERSION])},
-        "/v2/models/{name}/versions/{version}/ready": {"get": _get("Model version readiness", [NAME, VERSION])},
+        "/v2/models/{name}/versions/{version}": {"get": _model("Model version metadata", [NAME, VERSION])},
+        "/v2/models/{name}/versions/{version}/ready": {"get": _model("Model version readiness", [NAME, VERSION])},
         "/v2/models/{name}/versions/{version}/infer": {
             "post": _predict("Inference on one version (pinned)", [NAME, VERSION], "InferenceRequest", "InferenceResponse")
         },

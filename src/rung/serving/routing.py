@@ -28,7 +28,7 @@ from rung.errors import ConfigError
 
 if TYPE_CHECKING:
     from rung.store import MetadataStore
-    from rung.store.records import RouteRecord
+    from rung.store.records import Fence, RouteRecord
 
 __all__ = ["Variant", "RoutingTable", "key_point", "set_routing", "single_version"]
 
@@ -144,9 +144,20 @@ def set_routing(
     actor: str,
     reason: str | None = None,
     expected_revision: int | None = None,
+    fence: Fence | None = None,
 ) -> RoutingTable:
-    """Store ``table`` as the model's new routing (revision + 1) and record it in the audit trail."""
+    """Store ``table`` as the model's new routing (revision + 1) with its audit event, in one transaction.
+
+    :class:`~rung.errors.StaleRoute` when ``expected_revision`` is no longer
+    the stored one (also when two writers create the table at once), and
+    :class:`~rung.errors.LeaseLost` for a ``fence`` whose lease is gone.
+    """
     now = datetime.now(timezone.utc)
+
+    def event(record: RouteRecord) -> dict[str, Any]:
+        return {"kind": "routing", "actor": actor, "subject": table.model, "time": now,
+                "data": RoutingTable.from_record(record).to_dict()}
+
     record = store.set_route(
         table.model,
         [v.to_dict() for v in table.variants],
@@ -155,10 +166,10 @@ def set_routing(
         reason=reason,
         time=now,
         expected_revision=expected_revision,
+        event=event,
+        fence=fence,
     )
-    stored = RoutingTable.from_record(record)
-    store.append_event("routing", actor=actor, subject=table.model, data=stored.to_dict(), time=now)
-    return stored
+    return RoutingTable.from_record(record)
 
 
 def _variant(value: dict[str, Any] | Variant, where: str, *, shadow: bool = False) -> Variant:

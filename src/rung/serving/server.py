@@ -62,6 +62,8 @@ def run_gateway(project: Project, *, host: str | None = None, port: int | None =
             await super().startup(sockets)  # the app's startup included: the models are loaded
             for runtime in gateway.runtimes.values():
                 print(f"  {runtime.describe()}", flush=True)
+            for gap in gateway.not_served():
+                print(f"  {gap['model']}:{gap['version']}: NOT SERVED: {gap['reason']}", flush=True)
             # What is loaded now (libraries, models) lives as long as the process. Frozen, it is left out
             # of the garbage collector's full passes, which otherwise walk it every time objects of
             # requests in flight pile up: under 1,000 connections, passes of 0.2 s, a third of the time.

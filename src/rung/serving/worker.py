@@ -11,6 +11,11 @@ The worker gets the model already loaded and verified by the gateway
 (pickled over a private pipe, never read from anywhere else), predicts
 batches of plain columns and sends back the outputs. It exits when the
 gateway closes the pipe, or dies with it (end of file on the pipe).
+
+A worker that dies is started again: by the caller that found it dead in
+the middle of a prediction (its batch fails with :class:`WorkerDied`), or,
+if it died while idle, by :meth:`ModelWorker.revive`, which the gateway
+calls every half second, so no request meets the dead process.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pickle
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -39,11 +45,13 @@ class WorkerDied(RuntimeError):
 class ModelWorker:
     """Predicts in a child process; call it from one thread at a time (the version's prediction thread)."""
 
-    def __init__(self, model: LoadedModel, threads: int = 1) -> None:
+    def __init__(self, model: LoadedModel, threads: int = 1, on_restart: Callable[[], None] | None = None) -> None:
         self.model = model
         self.threads = threads
+        self.on_restart = on_restart  # called after each new process that replaced a dead one
         self._payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)  # raises if the model cannot travel
         self._lock = threading.Lock()
+        self._closed = False
         self._start()
 
     def _start(self) -> None:
@@ -56,8 +64,16 @@ class ModelWorker:
         self._conn.send_bytes(self._payload)
         status, detail = _receive(self._conn)
         if status != "ready":
-            self.close()
+            self._stop()
             raise detail
+
+    def _restart(self, when: str) -> None:
+        """A new process for one that died (the caller holds the lock)."""
+        log.error("model worker of %s died %s (exit code %s); starting a new one", self.model.ref, when, self._process.exitcode)
+        self._process.join(timeout=1)
+        self._start()
+        if self.on_restart is not None:
+            self.on_restart()
 
     @property
     def pid(self) -> int | None:
@@ -70,21 +86,39 @@ class ModelWorker:
                 status, result = _receive(self._conn)
             except (EOFError, OSError) as exc:
                 code = self._process.exitcode
-                log.error("model worker of %s died (exit code %s); starting a new one", self.model.ref, code)
-                self._process.join(timeout=1)
-                self._start()
+                self._restart("while predicting")
                 raise WorkerDied(f"the process of {self.model.ref} died while predicting (exit code {code})") from exc
         if status == "error":
             raise result
         return result
 
+    def revive(self) -> bool:
+        """Start a new process if this one died while idle; ``True`` when it did.
+
+        A worker busy predicting is left alone: its caller notices a death
+        itself. Never blocks on the worker's lock.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed or self._process.is_alive():
+                return False
+            self._restart("while idle")
+            return True
+        finally:
+            self._lock.release()
+
     def close(self) -> None:
         with self._lock:
-            self._conn.close()  # the worker reads end of file and exits
+            self._closed = True
+            self._stop()
+
+    def _stop(self) -> None:
+        self._conn.close()  # the worker reads end of file and exits
+        self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.kill()
             self._process.join(timeout=5)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join(timeout=5)
 
 
 def _receive(conn: Connection) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rung.store.records import Deployment, Event, ModelVersionRecord, PipelineRun, RouteRecord, StepRun, TokenRecord
+from rung.store.records import Deployment, Event, Fence, ModelVersionRecord, PipelineRun, RouteRecord, StepRun, TokenRecord
 from rung.store.sql import MetadataStore, normalise_url
 
-__all__ = ["MetadataStore", "normalise_url", "PipelineRun", "StepRun", "ModelVersionRecord", "Event", "RouteRecord", "TokenRecord", "Deployment"]
+__all__ = ["MetadataStore", "normalise_url", "PipelineRun", "StepRun", "ModelVersionRecord", "Event", "RouteRecord", "TokenRecord", "Deployment", "Fence"]

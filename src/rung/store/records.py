@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["PipelineRun", "StepRun", "ModelVersionRecord", "Event", "RouteRecord", "TokenRecord", "Deployment"]
+__all__ = ["PipelineRun", "StepRun", "ModelVersionRecord", "Event", "RouteRecord", "TokenRecord", "Deployment", "Fence"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class PipelineRun:
     model_name: str | None = None
     model_version: int | None = None
     reproduces: str | None = None
+    owner_pid: int | None = None  # the process running it (see rung.pipeline.owner)
+    owner_host: str | None = None
+    owner_started: float | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -101,6 +104,20 @@ class TokenRecord:
     sha256: str
     created_at: datetime
     revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A write made on behalf of a lease: the store refuses it unless ``holder`` still holds ``lease`` at ``now``.
+
+    The check runs in the write's own transaction, with the lease row
+    locked, so a holder whose lease ran out (a pass that stalled, a paused
+    process) cannot write after another one took over.
+    """
+
+    lease: str
+    holder: str
+    now: datetime
 
 
 ACTIVE_STATES = ("running", "awaiting_approval")

@@ -29,7 +29,7 @@ __all__ = ["metadata", "pipeline_runs", "step_runs", "cache_entries", "model_ver
            "deployments", "feedback", "leases", "monitor_windows", "loop_state", "retrains", "assessments",
            "HEAD"]
 
-HEAD = "0005"
+HEAD = "0006"
 
 metadata = MetaData()
 
@@ -52,6 +52,10 @@ pipeline_runs = Table(
     Column("model_name", String(200)),
     Column("model_version", Integer),
     Column("reproduces", String(64)),
+    # the process running it, so a reader can tell when it died (start time defeats PID reuse)
+    Column("owner_pid", Integer),
+    Column("owner_host", String(255)),
+    Column("owner_started", Float),
     Index("ix_pipeline_runs_started", "started_at"),
 )
 

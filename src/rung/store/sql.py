@@ -25,10 +25,10 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from rung.errors import RunNotFound, StaleDeployment, StaleRoute, StoreError
+from rung.errors import LeaseLost, RunNotFound, StaleDeployment, StaleRoute, StoreError
 from rung.store import schema
 from rung.store.records import (
-    ACTIVE_STATES, Deployment, Event, ModelVersionRecord, MonitorWindow, PipelineRun, Retrain, RouteRecord, StepRun, TokenRecord,
+    ACTIVE_STATES, Deployment, Event, Fence, ModelVersionRecord, MonitorWindow, PipelineRun, Retrain, RouteRecord, StepRun, TokenRecord,
 )
 
 __all__ = ["MetadataStore", "normalise_url"]
@@ -81,6 +81,9 @@ class MetadataStore:
 
     @staticmethod
     def _create_engine(url: str) -> Engine:
+        from rung.optional import require_sql_driver
+
+        require_sql_driver(url, purpose="a PostgreSQL metadata store")
         if url.startswith("sqlite"):
             path = sa.make_url(url).database
             if path and path != ":memory:":
@@ -105,7 +108,8 @@ class MetadataStore:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(WRITE) else "BEGIN")
 
             return engine
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+        # Enough for a gateway's database threads (8) beside its version loads and control calls.
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=15)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -382,16 +386,24 @@ class MetadataStore:
         reason: str | None,
         time: datetime,
         expected_revision: int | None = None,
+        event: Callable[[RouteRecord], dict[str, Any]] | None = None,
+        fence: Fence | None = None,
     ) -> RouteRecord:
-        """Replace ``model``'s table and bump its revision, in one transaction.
+        """Replace ``model``'s table and bump its revision; its audit event (``event(record)``) in the same transaction.
 
         With ``expected_revision``, the write happens only if the stored
         revision is still that one (:class:`~rung.errors.StaleRoute` if not),
-        so two writers cannot silently overwrite each other.
+        so two writers cannot silently overwrite each other. Two first writes
+        of a table at once (nothing yet to lock) collide on its key on
+        PostgreSQL: the loser runs again, now updating the winner's row, or
+        gets :class:`~rung.errors.StaleRoute` if it expected a new table.
+        With ``fence``, :class:`~rung.errors.LeaseLost` refuses the write of
+        a lease holder that no longer holds it.
         """
         table = schema.routes
 
         def write(conn: Connection) -> RouteRecord:
+            lease = self._check_fence(conn, fence)
             # FOR UPDATE serialises writers on PostgreSQL; SQLite's BEGIN IMMEDIATE already does.
             current = conn.execute(sa.select(table.c.revision).where(table.c.model == model).with_for_update()).scalar()
             if expected_revision is not None and (current or 0) != expected_revision:
@@ -408,9 +420,18 @@ class MetadataStore:
                 conn.execute(table.insert().values(model=model, **values))
             else:
                 conn.execute(table.update().where(table.c.model == model).values(**values))
-            return RouteRecord(model=model, **values)
+            record = RouteRecord(model=model, **values)
+            if event is not None:
+                self._insert_event(conn, event(record), lease)
+            return record
 
-        return self._retry(write)
+        try:
+            return self._retry(write)
+        except IntegrityError:  # another first write of this table committed in between
+            try:
+                return self._retry(write)
+            except IntegrityError as exc:
+                raise StoreError(f"the routing table of {model} could not be written: {exc.orig}") from exc
 
     @staticmethod
     def _route(row: Any) -> RouteRecord:
@@ -482,18 +503,23 @@ class MetadataStore:
             return self._retry(write)
 
     def transition(self, deployment_id: str, expected_revision: int, changes: dict[str, Any],
-                   event: dict[str, Any] | None) -> Deployment:
-        """Move a rollout (compare-and-set on its revision) and record why, in one transaction."""
+                   event: dict[str, Any] | None, *, fence: Fence | None = None) -> Deployment:
+        """Move a rollout (compare-and-set on its revision) and record why, in one transaction.
+
+        With ``fence``, :class:`~rung.errors.LeaseLost` refuses the move of a
+        lease holder that no longer holds it, checked in this transaction.
+        """
         table = schema.deployments
 
         def write(conn: Connection) -> Deployment:
+            lease = self._check_fence(conn, fence)
             row = conn.execute(table.select().where(table.c.id == deployment_id).with_for_update()).first()
             if row is None or row.revision != expected_revision:
                 raise StaleDeployment(f"rollout {deployment_id} changed meanwhile; read it again")
             values = changes | {"revision": expected_revision + 1}
             conn.execute(table.update().where(table.c.id == deployment_id).values(**values))
             if event is not None:
-                self._insert_event(conn, event)
+                self._insert_event(conn, event, lease)
             return dataclasses.replace(self._deployment(row), **values)
 
         return self._retry(write)
@@ -523,9 +549,11 @@ class MetadataStore:
         return Deployment(**data)
 
     @staticmethod
-    def _insert_event(conn: Connection, event: dict[str, Any]) -> None:
+    def _insert_event(conn: Connection, event: dict[str, Any], lease: dict[str, str] | None = None) -> None:
+        """One event; a write made under a lease names it (holder, expiry), as the same transaction read it."""
+        data = event["data"] | {"lease": lease} if lease is not None else event["data"]
         conn.execute(schema.events.insert().values(
-            kind=event["kind"], actor=event["actor"], subject=event["subject"], data=event["data"], time=event["time"],
+            kind=event["kind"], actor=event["actor"], subject=event["subject"], data=data, time=event["time"],
             chain=event.get("chain")))
 
     # -- feedback -------------------------------------------------------------------------------
@@ -604,6 +632,44 @@ class MetadataStore:
             return self._retry(write)
         except IntegrityError:  # two first-timers raced to insert: the other one won
             return False
+
+    def renew_lease(self, name: str, holder: str, *, now: datetime, ttl_s: float) -> bool:
+        """Extend ``holder``'s lease by ``ttl_s`` from ``now``, only while it is still theirs and unexpired.
+
+        Unlike :meth:`acquire_lease` this never starts a new term: a holder
+        whose lease ran out must stop its pass and start again.
+        """
+        from datetime import timedelta
+
+        table = schema.leases
+        until = now + timedelta(seconds=ttl_s)
+
+        def write(conn: Connection) -> bool:
+            row = conn.execute(table.select().where(table.c.name == name).with_for_update()).first()
+            if row is None or row.holder != holder or _utc(row.expires_at) <= now:
+                return False
+            conn.execute(table.update().where(table.c.name == name).values(expires_at=until))
+            return True
+
+        return self._retry(write)
+
+    def _check_fence(self, conn: Connection, fence: Fence | None) -> dict[str, str] | None:
+        """The lease a fenced write is made under, or :class:`~rung.errors.LeaseLost`; None for an unfenced write.
+
+        The lease row stays locked (FOR SHARE on PostgreSQL; SQLite's write
+        lock covers the whole transaction) until the write commits, so no
+        one can take the lease over between this check and the commit.
+        """
+        if fence is None:
+            return None
+        table = schema.leases
+        row = conn.execute(table.select().where(table.c.name == fence.lease).with_for_update(read=True)).first()
+        expires = _utc(row.expires_at) if row is not None else None
+        if row is None or row.holder != fence.holder or expires is None or expires <= fence.now:
+            held = f"held by {row.holder} until {expires.isoformat()}" if row is not None and expires is not None else "free"
+            raise LeaseLost(f"{fence.holder} no longer holds the {fence.lease} lease ({held}) at {fence.now.isoformat()}; "
+                            "its write was refused and changed nothing")
+        return {"holder": row.holder, "expires_at": expires.isoformat()}
 
     def release_lease(self, name: str, holder: str) -> None:
         table = schema.leases

@@ -1,20 +1,25 @@
-"""``rung init``: a new project that runs green out of the box.
+"""``rung init``: a new project that runs green out of the box, or rung around an existing repository.
 
 A template writes ``rung.yaml``, sample data from a bundled generator, a
 ``pipeline.py`` with the user's ``train`` step around rung's standard
 steps, a pandera schema inferred from the sample, unit tests for the
-scoring code, a GitHub Actions workflow and a README.
+scoring code, a GitHub Actions workflow and a README. Adopting a
+repository (:func:`adopt_repository`, see :mod:`rung.templates.adopt`)
+writes only rung's own three files around the user's data and function.
+Both ignore ``.rung/`` in git and make the first commit when they made the
+repository (:mod:`rung.templates.repository` says what happens inside an
+existing one).
 """
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from rung.errors import ProjectExists, RungError
+from rung.templates.repository import GitOutcome, ensure_ignored, start_repository
 
-__all__ = ["TEMPLATES", "Template", "create_project"]
+__all__ = ["TEMPLATES", "Template", "Initialised", "create_project", "init_project", "adopt_repository"]
 
 
 @dataclass(frozen=True)
@@ -224,18 +229,39 @@ pytest tests             # unit tests of the scoring code
 GITIGNORE = ".rung/\n__pycache__/\n"
 
 
+@dataclass(frozen=True)
+class Initialised:
+    """What ``rung init`` made: the project's directory, the files it wrote, and what it did with git."""
+
+    root: Path
+    files: list[str]
+    git: GitOutcome | None
+
+
 def create_project(name: str, template: str = "tabular-classification", directory: Path | None = None, *, rows: int = 4000, git: bool = True) -> Path:
     """Write a new project; returns its directory. Refuses to overwrite one."""
-    from rung.config import PROJECT_FILE, Settings
+    return init_project(name, template, directory, rows=rows, git=git).root
+
+
+def _check_name(name: str) -> None:
+    from rung.config import Settings
+
+    try:
+        Settings(name=name)
+    except Exception:
+        raise RungError(f"'{name}' is not a valid project name; use letters, digits, '-', '_' and '.'") from None
+
+
+def init_project(name: str, template: str = "tabular-classification", directory: Path | None = None, *, rows: int = 4000,
+                 git: bool = True) -> Initialised:
+    """Write a new project from a template, then start its repository (see :mod:`rung.templates.repository`)."""
+    from rung.config import PROJECT_FILE
     from rung.data.validation import infer_schema
     from rung.templates.datasets import DATASETS
 
     if template not in TEMPLATES:
         raise RungError(f"unknown template '{template}'; use one of {', '.join(TEMPLATES)}")
-    try:
-        Settings(name=name)
-    except Exception:
-        raise RungError(f"'{name}' is not a valid project name; use letters, digits, '-', '_' and '.'") from None
+    _check_name(name)
     spec = TEMPLATES[template]
     root = (directory or Path(name)).resolve()
     if (root / PROJECT_FILE).exists():
@@ -268,16 +294,28 @@ def create_project(name: str, template: str = "tabular-classification", director
     }
     for relative, text in files.items():
         (root / relative).write_text(text.format(**fields), encoding="utf-8")
-    if git:
-        _git_init(root)
-    return root
+    outcome = start_repository(root, f"New rung project {name} ({template})") if git else None
+    return Initialised(root=root, files=sorted(files) + ["data/train.csv", "schema.yaml"], git=outcome)
 
 
-def _git_init(root: Path) -> None:
-    """Start a repository (as ``cargo new`` does) unless the directory is inside one."""
-    try:
-        inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=root, capture_output=True, text=True)
-        if inside.returncode != 0:
-            subprocess.run(["git", "init", "-q"], cwd=root, check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
-        pass  # git is optional: lineage then records no commit
+def adopt_repository(root: Path, *, data: str, target: str, train: str, name: str | None = None, task: str | None = None,
+                     git: bool = True) -> Initialised:
+    """Set rung up in an existing directory around its data and training function (see :mod:`rung.templates.adopt`)."""
+    from rung.templates.adopt import write_adoption
+
+    root = root.resolve()
+    name = name or _name_from(root)
+    _check_name(name)
+    files = write_adoption(root, name=name, data=data, target=target, train=train, task=task)
+    if ensure_ignored(root):
+        files.append(".gitignore")
+    outcome = start_repository(root, f"Set up rung for {name}") if git else None
+    return Initialised(root=root, files=files, git=outcome)
+
+
+def _name_from(root: Path) -> str:
+    """The directory's name as a project name: characters a name cannot hold become '-'."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "project"
+    return name if name[0].isalnum() else f"p{name}"

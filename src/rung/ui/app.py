@@ -12,6 +12,9 @@ Who may do what:
   ``ui.read: token`` every page needs a viewer token;
 - acting (deploy, roll back, approve, retrain): a deployer token, always.
   Each action is recorded as an event whose actor is ``ui:<token name>``.
+  Assessing again (``/maturity?refresh=1``) writes an assessment, so it
+  needs a deployer token too; without one the page shows the stored
+  assessment, with the status of the refusal (401 or 403).
 
 A token is entered once on the page and kept in an HttpOnly, SameSite=Strict
 cookie; scripts may also send ``Authorization: Bearer``.
@@ -44,6 +47,7 @@ STATIC = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"
 COOKIE = "rung_token"
 ACTIONS = {"rollback": "deployer", "approve": "deployer", "deploy": "deployer", "retrain": "deployer"}
+ASSESS_ROLE = "deployer"  # /maturity?refresh=1 stores a new assessment
 
 
 def _environment() -> Any:
@@ -118,12 +122,23 @@ def create_app(project: Project) -> Starlette:
         return page(request, "timeline.html", **data)
 
     async def maturity(request: Request) -> Response:
-        if request.query_params.get("refresh") == "1":
-            from rung.assess.assessment import assess_project, save
+        from rung.serving.auth import allows
 
-            await run(lambda: save(project.store, assess_project(project).to_dict()))
-            return RedirectResponse("/maturity", status_code=303)
-        return page(request, "maturity.html", **await run(views.maturity, project))
+        refused: AuthError | None = None
+        if request.query_params.get("refresh") == "1":
+            try:
+                token_of(request, ASSESS_ROLE)
+            except AuthError as exc:
+                refused = exc  # the stored assessment is shown; nothing is written
+            else:
+                from rung.assess.assessment import assess_project, save
+
+                await run(lambda: save(project.store, assess_project(project).to_dict()))
+                return RedirectResponse("/maturity", status_code=303)
+        user = _optional_user(request)
+        return page(request, "maturity.html", status=refused.status if refused else 200, user=user,
+                    refused=None if refused is None else f"Assessing again needs a {ASSESS_ROLE} token: {refused}",
+                    can_assess=user is not None and allows(user.role, ASSESS_ROLE), **await run(views.maturity, project))
 
     async def state(request: Request) -> Response:
         events = await run(project.store.events, None, 1)
@@ -193,7 +208,7 @@ def create_app(project: Project) -> Starlette:
         Route("/", reader(overview)),
         Route("/models/{name}", reader(model)),
         Route("/models/{name}/monitoring", reader(monitoring)),
-        Route("/models/{name}/features/{feature}", reader(feature)),
+        Route("/models/{name}/features/{feature:path}", reader(feature)),  # a feature's name may hold a "/"
         Route("/timeline", reader(timeline)),
         Route("/maturity", reader(maturity)),
         Route("/api/state", reader(state)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from rung.timeline import ICONS, chains_of, describe
 from rung.ui import charts
@@ -152,7 +153,7 @@ def monitoring(project: Project, name: str, *, last: int = 60) -> dict[str, Any]
         cells[(w.end, w.version)] = {f["name"]: f for f in w.report["drift"].get("features", [])}
     columns = sorted(cells)
     heat = charts.heatmap(features, [c[0] for c in columns], [[cells[c].get(f) for c in columns] for f in features],
-                          links=[f"/models/{name}/features/{f}" for f in features])
+                          links=[f"/models/{quote(name, safe='')}/features/{quote(f, safe='')}" for f in features])
     trained = _trained_metrics(project, name)
     performance = []
     for metric in PERFORMANCE:
