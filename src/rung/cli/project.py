@@ -292,11 +292,11 @@ def demo(
             show_models(project)
         finally:
             project.close()
-        _demo_summary(result)
+        gap = loop_gap(result)
+        _demo_summary(result, closed=gap is None)
         if keep:
             console.print(f"Kept in {result.root}: try [bold]cd {result.root} && rung ui[/] (the story in the browser), "
                           "or [bold]rung timeline[/] and [bold]rung monitor --no-check[/]")
-        gap = loop_gap(result)
         if gap is not None:
             raise LoopNotClosed(f"the demo's loop did not close: {gap}")
 
@@ -307,10 +307,10 @@ def _day_line(data: dict) -> str:
     return f"serving · drift share {max(shares):.2f}" if shares else "serving"
 
 
-def _demo_summary(result: Any) -> None:
+def _demo_summary(result: Any, *, closed: bool) -> None:
     from rich.table import Table
 
-    table = Table(title="rung demo: the loop, closed without a human")
+    table = Table(title="rung demo: the loop, closed without a human" if closed else "rung demo: the loop did NOT close")
     table.add_column("what")
     table.add_column("value", justify="right")
     acc = result.accuracy
