@@ -47,9 +47,10 @@ class RecordFacts:
     @classmethod
     def gather(cls, project: Project, *, limit: int = 5000) -> RecordFacts:
         from rung.monitor.requestlog import log_root
+        from rung.pipeline.owner import settle_all
 
         store = project.store
-        runs = store.list_runs(limit=limit)
+        runs = settle_all(store, store.list_runs(limit=limit))  # a run whose process died counts as failed
         versions = store.list_model_versions()
         models = sorted({v.name for v in versions} | {project.settings.model_name})
         root = log_root(project)
