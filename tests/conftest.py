@@ -26,6 +26,18 @@ def rung_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = N
     return subprocess.run([RUNG, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Assert the CLI failed with exactly one ``error:`` line (no traceback) holding every fragment; return that line."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith(("error:", "internal error:"))]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("error:"), errors[0]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
 @pytest.fixture(scope="session")
 def template_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A classification project created once; tests copy it (creating one is the slow part)."""

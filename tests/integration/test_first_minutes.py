@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import RUNG, rung_cli
+from tests.conftest import RUNG, one_line_error, rung_cli
 
 DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
 
@@ -22,17 +22,6 @@ def _piped(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproce
     """The CLI with stdout a pipe and no COLUMNS: what a CI log or ``| tee`` sees."""
     full = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")} | (env or {})
     return subprocess.run([RUNG, *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
-
-
-def _one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr + result.stdout
-    errors = [line for line in result.stderr.splitlines() if line.startswith(("error:", "internal error:"))]
-    assert len(errors) == 1, result.stderr
-    assert errors[0].startswith("error:"), errors[0]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 def _git(root: Path, *args: str) -> str:
@@ -50,19 +39,19 @@ def _blocked(tmp_path: Path, module: str) -> dict[str, str]:
 def test_postgres_without_psycopg_names_the_extra(project_dir: Path, tmp_path: Path) -> None:
     without = _blocked(tmp_path, "psycopg")
     env = without | {"RUNG_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres"}
-    _one_line_error(rung_cli("runs", cwd=project_dir, env=env), "psycopg", "pip install 'rung[postgres]'")
+    one_line_error(rung_cli("runs", cwd=project_dir, env=env), "psycopg", "pip install 'rung[postgres]'")
 
     config = project_dir / "rung.yaml"
     config.write_text(config.read_text().replace(
         "source: data/train.csv", "source: {url: 'postgresql://postgres@127.0.0.1:5432/postgres', query: 'SELECT 1'}"))
-    line = _one_line_error(rung_cli("run", cwd=project_dir, env=without), "step 'ingest' failed", "pip install 'rung[postgres]'")
+    line = one_line_error(rung_cli("run", cwd=project_dir, env=without), "step 'ingest' failed", "pip install 'rung[postgres]'")
     assert "query failed" not in line
 
 
 def test_ray_executor_without_ray_names_the_extra(project_dir: Path, tmp_path: Path) -> None:
     config = project_dir / "rung.yaml"
     config.write_text(config.read_text().replace("kind: local", "kind: ray"))
-    _one_line_error(rung_cli("run", cwd=project_dir, env=_blocked(tmp_path, "ray")), "pip install 'rung[ray]'")
+    one_line_error(rung_cli("run", cwd=project_dir, env=_blocked(tmp_path, "ray")), "pip install 'rung[ray]'")
 
 
 def test_new_project_is_committed_and_its_output_is_whole_in_a_pipe(tmp_path: Path) -> None:
@@ -146,7 +135,7 @@ def test_init_in_an_existing_repository_adopts_its_data_and_training_code(tmp_pa
     head = _git(root, "rev-parse", "HEAD")
 
     wrong = _piped("init", "--data", "data/train.csv", "--target", "churnd", "--train", "src/model.py:fit", cwd=root)
-    _one_line_error(wrong, "churnd", "tenure_months, monthly_charges", "churned")
+    one_line_error(wrong, "churnd", "tenure_months, monthly_charges", "churned")
     assert not (root / "rung.yaml").exists()
 
     made = _piped("init", "--data", "data/train.csv", "--target", "churned", "--train", "src/model.py:fit", cwd=root)
@@ -157,7 +146,7 @@ def test_init_in_an_existing_repository_adopts_its_data_and_training_code(tmp_pa
     assert (root / ".gitignore").read_text().splitlines() == ["*.pyc", ".rung/"]
 
     again = _piped("init", "--data", "data/train.csv", "--target", "churned", "--train", "src/model.py:fit", cwd=root)
-    _one_line_error(again, "already holds a rung project")
+    one_line_error(again, "already holds a rung project")
     assert (root / ".gitignore").read_text().splitlines() == ["*.pyc", ".rung/"]
 
     run = _piped("run", cwd=root)
@@ -169,11 +158,11 @@ def test_init_in_an_existing_repository_adopts_its_data_and_training_code(tmp_pa
 def test_init_with_a_training_function_that_does_not_exist(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     _existing_repository(root)
-    _one_line_error(_piped("init", "--data", "data/train.csv", "--target", "churned", "--train", "src/model.py:train", cwd=root),
+    one_line_error(_piped("init", "--data", "data/train.csv", "--target", "churned", "--train", "src/model.py:train", cwd=root),
                     "src/model.py", "no function 'train'", "fit")
-    _one_line_error(_piped("init", "--data", "data/train.csv", "--target", "churned", "--train", "src/nope.py:fit", cwd=root),
+    one_line_error(_piped("init", "--data", "data/train.csv", "--target", "churned", "--train", "src/nope.py:fit", cwd=root),
                     "src/nope.py", "not found")
-    _one_line_error(_piped("init", "--data", "data/train.csv", "--train", "src/model.py:fit", cwd=root), "--target")
+    one_line_error(_piped("init", "--data", "data/train.csv", "--train", "src/model.py:fit", cwd=root), "--target")
 
 
 def test_new_project_inside_a_repository_is_left_for_the_user_to_commit(tmp_path: Path) -> None:
@@ -191,7 +180,7 @@ def test_new_project_inside_a_repository_is_left_for_the_user_to_commit(tmp_path
 def test_wrong_target_in_rung_yaml_lists_the_columns(project_dir: Path) -> None:
     config = project_dir / "rung.yaml"
     config.write_text(config.read_text().replace("target: churned", "target: churnd"))
-    _one_line_error(rung_cli("run", cwd=project_dir), "step 'validate' failed", "churnd",
+    one_line_error(rung_cli("run", cwd=project_dir), "step 'validate' failed", "churnd",
                     "tenure_months, monthly_charges, contract, region, support_calls, age, paperless_billing, churned")
 
 
@@ -206,7 +195,7 @@ def test_n_a_in_a_numeric_column_stops_the_run_with_the_bad_values(project_dir: 
         lines[i] = ",".join(cells)
     data.write_text("\n".join(lines) + "\n")
     result = rung_cli("run", cwd=project_dir)
-    _one_line_error(result, "step 'validate' failed", "monthly_charges: non-numeric values")
+    one_line_error(result, "step 'validate' failed", "monthly_charges: non-numeric values")
     assert "n/a" in result.stderr and "unknown" in result.stderr, result.stderr
     runs = json.loads(rung_cli("runs", "--json", cwd=project_dir).stdout)
     saved = json.loads((project_dir / ".rung" / "runs" / runs[0]["id"] / "validation.json").read_text())
