@@ -22,13 +22,12 @@ from starlette.routing import Route
 from threadpoolctl import threadpool_limits
 
 from rung.project import Project
-from rung.serving.loader import load_version
 
 
 def main() -> None:
     project = Project.open(sys.argv[1])
     record = project.store.list_model_versions(project.settings.model_name)[-1]
-    estimator = load_version(project, record).estimator
+    estimator = project.models_loader.load(record).estimator
     threadpool_limits(1)
 
     async def invocations(request: Request) -> Response:

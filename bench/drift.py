@@ -72,7 +72,8 @@ import json, sys, time
 started = time.perf_counter()
 from pathlib import Path
 from rung.cli.drift import read_frame
-from rung.monitor.drift import DriftSettings, compare
+from rung.config.drift import DriftSettings
+from rung.monitor.drift import compare
 imported = time.perf_counter()
 reference, current = read_frame(Path(sys.argv[1])), read_frame(Path(sys.argv[2]))
 loaded = time.perf_counter()

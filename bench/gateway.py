@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import os
 import re
 import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile

@@ -31,7 +31,7 @@ def main() -> None:
 
     import numpy as np
 
-    from rung.delivery.clock import ManualClock
+    from rung.clock import ManualClock
     from rung.demo.scenario import FEATURES, Scenario
     from rung.monitor.requestlog import RequestLog, log_root
     from rung.monitor.windows import Monitor

@@ -34,7 +34,6 @@ import importlib
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 

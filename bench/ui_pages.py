@@ -34,7 +34,7 @@ def main() -> None:
     import httpx
     import numpy as np
 
-    from rung.delivery.clock import ManualClock
+    from rung.clock import ManualClock
     from rung.monitor.requestlog import RequestLog, log_root
     from rung.project import Project
     from rung.store.records import MonitorWindow

@@ -7,11 +7,16 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
+
+if TYPE_CHECKING:
+    import psutil
 
 RUNG = str(Path(sys.executable).with_name("rung"))
 os.environ.setdefault("GIT_AUTHOR_NAME", "rung tests")
@@ -36,6 +41,37 @@ def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) ->
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
     return errors[0]
+
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05,
+               message: str = "the condition") -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that; AssertionError after ``timeout`` s.
+
+    Tests wait for the condition they need (a server up, a row written, a
+    process gone) rather than for a fixed time: as fast as the machine when
+    it is quick, still right when it is loaded.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s: {message}")
+        time.sleep(interval)
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """Whether ``url`` answers 200 now (False while nothing listens yet); a predicate for :func:`wait_until`."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +115,7 @@ def _no_leftover_processes() -> Iterator[None]:
     psutil.wait_procs(leftovers, timeout=10)
 
 
-def _multiprocessing_helper(process: "psutil.Process") -> bool:
+def _multiprocessing_helper(process: psutil.Process) -> bool:
     """multiprocessing's fork server and resource tracker live for the whole session: killing them breaks later pools."""
     import psutil
 

@@ -2,16 +2,23 @@
 
 A caller catches the class that matches the decision it has to make; the
 message is written for the person who reads it (what happened, where, and
-what to do), because the CLI prints it as one line.
+what to do), because the CLI prints it as one line. An error about one
+field of a request (a body's key, a query parameter, a header) names it in
+``field``, given where it is raised, never recovered from the message.
+
+Over HTTP (and later gRPC) each class has one status, decided in one table:
+:mod:`rung.serving.responses`.
 
 ::
 
     RungError                       base: the CLI prints the message, exits 1
-    ├── ConfigError                 rung.yaml missing, malformed or invalid
+    ├── ConfigError                 rung.yaml, a routing table or a value given is invalid; ``field`` names the key
     ├── MissingDependency           an optional library is not installed; names the rung[extra]
     ├── ProjectNotFound             no rung.yaml in this directory or above
     ├── ProjectExists               rung init over an existing project
     ├── StoreError                  the metadata store cannot be opened or used
+    │   ├── StoreUnavailable        its database went away: the file cannot be opened, the server refused
+    │   └── StoreConflict           a write collided with a record that exists (same key, a constraint)
     ├── TrackingError               MLflow cannot be reached or refused a call
     ├── DataError                   a data source is missing or unreadable
     │   └── DataValidationError     a batch failed its schema or quality checks
@@ -23,8 +30,18 @@ what to do), because the CLI prints it as one line.
     │   └── ModelVersionNotFound
     ├── ReproductionMismatch        `rung reproduce` found different metrics
     ├── IntegrityError              model files do not match their recorded sha256
+    ├── ArtifactCorrupted           a cached step output no longer matches its content hash
+    ├── RequestInvalid              an HTTP request that cannot be read as sent (400); ``field`` names the part
+    │   ├── InputError              its input does not fit the model signature or the call's body (422)
+    │   ├── BodyTooLarge            its body is over serve.max_body_mb (413)
+    │   └── UnsupportedMediaType    its body is not JSON (415)
+    ├── ServingUnavailable          the gateway cannot answer this now, not the request's fault (503)
+    │   ├── NotServed               a routed model or version could not be loaded (its sha256, not registered)
+    │   └── WorkerDied              a model's worker process died while predicting; retry
+    ├── PredictionFailed            the model raised on this input (500, that request only)
     ├── CertificationError          `rung certify` could not run its checks (exit 2)
-    ├── AuthError                   a missing, unknown or under-privileged API token
+    ├── AuthError                   a missing, unknown or revoked API token (401)
+    │   └── PermissionDenied        a valid token whose role is too low for the call (403)
     ├── StaleRoute                  a routing table changed under a writer
     ├── DeployRefused               a deploy, rollback or approval that cannot happen as asked
     ├── StaleDeployment             a rollout changed under a writer
@@ -46,6 +63,8 @@ __all__ = [
     "ProjectNotFound",
     "ProjectExists",
     "StoreError",
+    "StoreUnavailable",
+    "StoreConflict",
     "TrackingError",
     "DataError",
     "DataValidationError",
@@ -57,8 +76,18 @@ __all__ = [
     "ModelVersionNotFound",
     "ReproductionMismatch",
     "IntegrityError",
+    "ArtifactCorrupted",
+    "RequestInvalid",
+    "InputError",
+    "BodyTooLarge",
+    "UnsupportedMediaType",
+    "ServingUnavailable",
+    "NotServed",
+    "WorkerDied",
+    "PredictionFailed",
     "CertificationError",
     "AuthError",
+    "PermissionDenied",
     "StaleRoute",
     "DeployRefused",
     "StaleDeployment",
@@ -70,13 +99,22 @@ __all__ = [
 
 
 class RungError(Exception):
-    """Base class: an error a user can act on. ``exit_code`` is the CLI's."""
+    """Base class: an error a user can act on. ``exit_code`` is the CLI's; ``field`` the request field at fault, if any."""
 
     exit_code = 1
+    field: str | None = None
+
+    def __init__(self, *args: object, field: str | None = None) -> None:
+        super().__init__(*args)
+        if field is not None:
+            self.field = field
 
 
 class ConfigError(RungError):
-    """The project file is missing, not YAML, or has an invalid key."""
+    """The project file is missing, not YAML, or has an invalid key; or a value given (a routing table, feedback) is invalid.
+
+    ``field`` names the key at fault when the raiser knows it (``variants[1].weight``).
+    """
 
 
 class MissingDependency(RungError):
@@ -98,6 +136,14 @@ class ProjectExists(RungError):
 
 class StoreError(RungError):
     """The metadata store could not be opened, migrated or written."""
+
+
+class StoreUnavailable(StoreError):
+    """The metadata store's database is out of reach (file unreadable, server down or dropped): not the request's fault."""
+
+
+class StoreConflict(StoreError):
+    """A write to the metadata store collided with an existing record (a unique key or another constraint)."""
 
 
 class TrackingError(RungError):
@@ -155,6 +201,49 @@ class IntegrityError(RungError):
     """Model files differ from the sha256 digests recorded at registration: never load them."""
 
 
+class ArtifactCorrupted(RungError):
+    """A stored step output no longer matches its content hash (changed or removed on disk): never load it."""
+
+
+class RequestInvalid(RungError):
+    """An HTTP request that cannot be read as sent: an empty or non-JSON body, a query parameter that is not a number.
+
+    ``field`` names the part at fault (``body``, ``last``); the subclasses
+    are the more precise refusals.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+
+
+class InputError(RequestInvalid):
+    """A request's input does not fit the model signature, or a call's body its fields; ``field`` names the culprit."""
+
+
+class BodyTooLarge(RequestInvalid):
+    """A request body over the gateway's limit (``serve.max_body_mb``)."""
+
+
+class UnsupportedMediaType(RequestInvalid):
+    """A request body in a content type the gateway does not read (it reads JSON)."""
+
+
+class ServingUnavailable(RungError):
+    """The gateway cannot answer this request now, through no fault of the request: retry, or fix what is served."""
+
+
+class NotServed(ServingUnavailable):
+    """A model or version its routing table names could not be loaded here (files failing their sha256, not registered)."""
+
+
+class WorkerDied(ServingUnavailable):
+    """A model's worker process ended while predicting (killed, out of memory, a crash in native code); a new one starts."""
+
+
+class PredictionFailed(RungError):
+    """The model raised on a request's input: that request fails (500), the gateway serves on."""
+
+
 class CertificationError(RungError):
     """A certification could not be carried out (not: a version failed it); the CLI exits 2.
 
@@ -168,11 +257,15 @@ class CertificationError(RungError):
 
 
 class AuthError(RungError):
-    """An API token is missing, unknown, revoked (``status`` 401) or lacks the role a call needs (403)."""
+    """An API token is missing, unknown or revoked (``status`` 401); :class:`PermissionDenied` when its role is too low."""
 
-    def __init__(self, message: str, status: int = 401) -> None:
-        super().__init__(message)
-        self.status = status
+    status = 401
+
+
+class PermissionDenied(AuthError):
+    """A valid API token whose role is lower than the call needs (``status`` 403)."""
+
+    status = 403
 
 
 class StaleRoute(RungError):

@@ -17,7 +17,7 @@ import hashlib
 import importlib.util
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,10 +32,11 @@ from rung.pipeline.runner import Runner, RunResult, StepUpdate
 from rung.store import MetadataStore, ModelVersionRecord, PipelineRun
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     import pandas as pd
 
-    from rung.certify import CertificationReport
-    from rung.delivery.clock import Clock
+    from rung.models.loader import ModelLoader
     from rung.pipeline.step import StepContext
     from rung.tracking import Tracking
 
@@ -109,9 +110,36 @@ class Project:
 
         return Tracking(self.tracking_uri, artifact_root=self.state_dir / "mlartifacts", lock_path=self.state_dir / "mlflow.lock")
 
+    @cached_property
+    def models_loader(self) -> ModelLoader:
+        """Loads this project's registered versions through its verified local cache."""
+        from rung.models.loader import ModelLoader
+
+        return ModelLoader(self.state_dir / "models", self.tracking, self.settings.task)
+
     def close(self) -> None:
-        if "store" in self.__dict__:
-            self.store.close()
+        """Release what this project opened: the metadata store's connections and MLflow's.
+
+        Safe to call twice; an adapter that was never used is not opened to
+        be closed. The project can be used again afterwards (the adapters
+        are opened anew), which is what a long-lived caller that closes
+        between commands expects.
+        """
+        store = self.__dict__.pop("store", None)
+        tracking = self.__dict__.pop("tracking", None)
+        self.__dict__.pop("models_loader", None)
+        if store is not None:
+            store.close()
+        if tracking is not None:
+            tracking.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
 
     # -- pipelines -------------------------------------------------------------------------
 
@@ -256,7 +284,7 @@ class Project:
             "reference_profile": ctx.hashes.get("reference_profile"),
             "outputs": {k: v for k, v in ctx.hashes.items()},
         }
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         record = ModelVersionRecord(
             name=registered.name,
             version=registered.version,
@@ -334,14 +362,3 @@ class Project:
             "reference_profile": record.lineage.get("reference_profile"),
         }
 
-    def reproduce(self, ref: str, *, tolerance: float = 1e-6, on_update: Callable[[StepUpdate], None] | None = None) -> Any:
-        from rung.reproduce import reproduce
-
-        return reproduce(self, ref, tolerance=tolerance, on_update=on_update)
-
-    def certify(self, ref: str, *, actor: str = "api", skip_tests: bool = False, clock: Clock | None = None,
-                chain: str | None = None) -> CertificationReport:
-        """Run the release gate on ``ref`` and record its verdict (see :mod:`rung.certify`)."""
-        from rung.certify import certify
-
-        return certify(self, ref, actor=actor, skip_tests=skip_tests, clock=clock, chain=chain)

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -127,6 +128,23 @@ class Tracking:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Release the database connections MLflow pooled for this project's URI.
+
+        Tracking itself holds nothing open (each call makes a client), but
+        MLflow keeps one SQLAlchemy engine per database URI for the life of
+        the process, with its connections to ``mlflow.db``. Disposing it
+        closes them; the engine stays usable and reconnects on its next use,
+        so closing while another :class:`Tracking` on the same URI works on
+        is harmless. Nothing is imported: if MLflow's stores were never
+        loaded, there is nothing to close.
+        """
+        for module_name in ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store"):
+            store_class = getattr(sys.modules.get(module_name), "SqlAlchemyStore", None)
+            engine = getattr(store_class, "_engine_map", {}).get(self.uri)
+            if engine is not None:
+                engine.dispose()
 
     def _client(self) -> Any:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

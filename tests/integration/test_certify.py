@@ -136,11 +136,10 @@ def test_a_weaker_challenger_fails_against_the_champion(project: Path) -> None:
 
 def test_a_tampered_model_fails_its_integrity_check(project: Path) -> None:
     from rung.project import Project
-    from rung.serving.loader import load_version
 
     opened = Project.open(project)
     try:
-        load_version(opened, opened.model_version("churn:1"))  # the local copy certify verifies
+        opened.models_loader.load(opened.model_version("churn:1"))  # the local copy certify verifies
     finally:
         opened.close()
     model_file = next((project / ".rung" / "models" / "churn" / "1").glob("*.skops"))

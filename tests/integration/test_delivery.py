@@ -13,7 +13,7 @@ import contextlib
 import json
 import shutil
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,15 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from rung.clock import ManualClock
 from rung.delivery import feedback
-from rung.delivery.clock import ManualClock
 from rung.delivery.controller import Controller
 from rung.delivery.rollout import approve, current, deploy, rollback
+from rung.delivery.routing import RoutingTable, set_routing, single_version
 from rung.errors import ConfigError, DeployRefused
 from rung.monitor.logreader import RequestLogReader
 from rung.monitor.requestlog import RequestLog, log_root
 from rung.project import Project
-from rung.serving.routing import RoutingTable, set_routing, single_version
 from rung.store import Deployment, schema
 from tests.conftest import postgres_database, rung_cli
 
@@ -364,7 +364,7 @@ def test_killed_at_every_point_of_a_rollout_it_converges(project: Project) -> No
     crashed_at = 0
     while True:
         # fresh rollout of v2 against v1, a day after the previous round
-        clock = ManualClock(datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(days=crashed_at))
+        clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=crashed_at))
         deployment = deploy(project, "churn:2", force=True, clock=clock)
         calls = {"n": 0}
 

@@ -25,16 +25,17 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from rung.delivery.clock import SYSTEM
+from rung.clock import SYSTEM
+from rung.delivery.rollout import ALIASES
 from rung.project import Project
-from rung.store import schema
-from tests.conftest import RUNG, rung_cli
+from rung.store import Deployment, schema
+from tests.conftest import RUNG, rung_cli, wait_until
 from tests.integration.test_delivery import Traffic
 
 QUIET_CPU = {"OMP_NUM_THREADS": "1"}
@@ -75,17 +76,17 @@ class Fleet:
 
     def leader(self, project: Project, timeout: float = 60) -> int:
         """The pid of a live process of ours that holds an unexpired lease."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def holder() -> int | None:
             with project.store.engine.connect() as conn:
                 row = conn.execute(schema.leases.select().where(schema.leases.c.name == "controller")).first()
             if row is not None:
                 pid = int(row.holder.rsplit(":", 1)[1])
-                expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=timezone.utc)
+                expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
                 if pid in self.processes and self.processes[pid].poll() is None and expires > SYSTEM.now():
                     return pid
-            time.sleep(0.05)
-        raise AssertionError("no controller took the lease")
+            return None
+
+        return wait_until(holder, timeout, message="no controller took the lease")
 
     @staticmethod
     def acted(project: Project, pid: int, after: int, timeout: float) -> int:
@@ -133,6 +134,14 @@ def sample(stop: threading.Event, project: Project, sums: list[float]) -> None:
         stop.wait(0.02)
 
 
+def _promotion_applied(project: Project, deployment: Deployment) -> bool:
+    """The promoted version alone serves the model and the registry's aliases say so (written after the move)."""
+    route = project.store.route(deployment.model)
+    aliases = project.store.state(ALIASES).get(deployment.model, {})
+    return (route is not None and [(v["name"], int(v["version"])) for v in route.variants] == [("champion", deployment.version)]
+            and aliases == {"deployment": deployment.id, "aliases": {"champion": deployment.version, "challenger": None}})
+
+
 @pytest.mark.timeout(600)  # the module's two `rung run`s come first, slow on a loaded machine
 def test_killed_and_paused_controllers_racing_for_the_lease_promote_once_and_never_write_late(
         two_versions: Path, tmp_path: Path) -> None:
@@ -163,8 +172,9 @@ def test_killed_and_paused_controllers_racing_for_the_lease_promote_once_and_nev
                 os.kill(pid, signal.SIGKILL)
                 kills += 1
                 fleet.start()
-            # the final routing and aliases of the promotion
-            time.sleep(LEASE_S * 2)
+            if project.store.deployment(deployment.id).state == "promoted":  # its final routing and aliases follow
+                wait_until(lambda: _promotion_applied(project, deployment), 60, interval=0.1,
+                           message="the promotion's routing table and registry aliases")
     finally:
         fleet.stop()
     final = project.store.deployment(deployment.id)

@@ -15,9 +15,9 @@ import httpx
 import pandas as pd
 import pytest
 
+from rung.delivery.routing import RoutingTable, Variant, set_routing, single_version
 from rung.project import Project
 from rung.serving.auth import create_token
-from rung.serving.routing import RoutingTable, Variant, set_routing, single_version
 from rung.serving.server import start_gateway
 from tests.conftest import RUNG, rung_cli
 from tests.integration.test_gateway import ROW, _free_port, oip

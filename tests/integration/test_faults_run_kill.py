@@ -17,14 +17,13 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import RUNG, rung_cli
+from tests.conftest import RUNG, rung_cli, wait_until
 
 QUIET_CPU = {"OMP_NUM_THREADS": "1"}  # OpenMP threads spinning on a loaded 2-core machine make training 20x slower
 
@@ -101,16 +100,6 @@ def _run_processes(marker: str, pgid: int) -> list[psutil.Process]:
     return found
 
 
-def _wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _step_status(project_dir: Path, step: str) -> str | None:
     """The status of ``step`` in the running run, read straight from the SQLite store (cheap to poll)."""
     import sqlite3
@@ -153,8 +142,8 @@ def _kill_during(project_dir: Path, step: str, tmp_path: Path, *, outcome: Path 
     proc = subprocess.Popen([RUNG, "run"], cwd=project_dir, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: _step_status(project_dir, step) == "running" and mark_file.exists() or proc.poll() is not None,
-                  120, f"step '{step}' to run")
+        wait_until(lambda: _step_status(project_dir, step) == "running" and mark_file.exists() or proc.poll() is not None,
+                   120, interval=0.1, message=f"waiting for step '{step}' to run")
         assert proc.poll() is None, f"rung run ended before '{step}' ran: {proc.stderr.read() if proc.stderr else ''}"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -176,7 +165,8 @@ def _kill_group(pgid: int) -> None:
 
 def _assert_nothing_left(marker: str, pgid: int, timeout: float = 15) -> None:
     try:
-        _wait_for(lambda: not _run_processes(marker, pgid), timeout, "the run's processes to exit")
+        wait_until(lambda: not _run_processes(marker, pgid), timeout, interval=0.1,
+                   message="waiting for the run's processes to exit")
     except AssertionError:
         left = [(p.pid, " ".join(p.cmdline())[:80]) for p in _run_processes(marker, pgid)]
         _kill_group(pgid)
@@ -242,7 +232,8 @@ def test_a_worker_that_outlives_its_run_does_not_register(registered_once: Path,
     outcome = tmp_path / "outcome.txt"
     marker, pgid = _kill_during(registered_once, "register", tmp_path, outcome=outcome)
     try:
-        _wait_for(lambda: not _run_processes(marker, pgid), 60, "the escaped copy to finish its step")
+        wait_until(lambda: not _run_processes(marker, pgid), 60, interval=0.1,
+                   message="waiting for the escaped copy to finish its step")
     finally:
         _kill_group(pgid)
     assert outcome.read_text().startswith("refused: RunAbandoned"), outcome.read_text()

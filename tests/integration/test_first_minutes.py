@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.conftest import RUNG, one_line_error, rung_cli

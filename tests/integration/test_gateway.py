@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -12,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
 import httpx
@@ -146,16 +146,16 @@ def test_one_matrix_tensor_and_every_mlflow_payload_agree(served: Served) -> Non
 
 def test_the_compiled_route_answers_as_the_estimator_itself(served: Served) -> None:
     """The gateway predicts through its compiled pipeline; over HTTP its answers are the estimator's, to the bit."""
+    from rung.models.loader import training_inputs
+    from rung.models.signature import to_frame
     from rung.project import Project
-    from rung.serving.batching import to_frame
-    from rung.serving.loader import load_version, training_inputs
 
     assert served.http.get("/v2/models/churn").json()["parameters"]["compiled"] is True
     assert "churn:1: compiled pipeline in 1 worker process" in (served.root / "serve.log").read_text()
     project = Project.open(served.root)
     record = project.store.get_model_version("churn", 1)
-    estimator = load_version(project, record)
-    rows = training_inputs(project, record).sample(60, random_state=1)
+    estimator = project.models_loader.load(record)
+    rows = training_inputs(record, project.artifacts, project.settings.data.target).sample(60, random_state=1)
     records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in rows[list(ROW)].to_dict("records")]
     records[0] |= {"region": "atlantis", "monthly_charges": None}  # an unseen category and a missing value
     for start, size in ((0, 1), (1, 1), (2, 7), (9, 51)):
@@ -163,7 +163,7 @@ def test_the_compiled_route_answers_as_the_estimator_itself(served: Served) -> N
         response = served.http.post("/v2/models/churn/versions/1/infer", json=oip(batch))
         assert response.status_code == 200, response.text
         got = {o["name"]: o["data"] for o in response.json()["outputs"]}
-        expected = estimator.predict(to_frame(estimator, {k: [r[k] for r in batch] for k in ROW}))
+        expected = estimator.predict(to_frame(estimator.columns, {k: [r[k] for r in batch] for k in ROW}))
         assert got["predict"] == expected["predict"].tolist()
         assert got["proba"] == expected["proba"].tolist()  # exact: JSON floats round-trip
 
@@ -425,7 +425,7 @@ def test_a_model_worker_killed_while_idle_is_replaced_before_a_request_needs_it(
 
 def test_sigterm_drains_and_exits(served: Served) -> None:
     """Requests keep coming while SIGTERM arrives: each is refused or fully answered, never cut off, and logged."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from rung.monitor.logreader import RequestLogReader
 
@@ -460,7 +460,7 @@ def test_sigterm_drains_and_exits(served: Served) -> None:
     assert set(outcomes) <= {"200", "refused"}, [o for o in outcomes if o not in ("200", "refused")]
     # the shutdown wrote out the request log: every answered request, one record per row, with its inputs
     logged = RequestLogReader(served.root / ".rung" / "requests").window(
-        "churn", datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
+        "churn", datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
     mine = logged[logged["request_id"].isin(answered) & ~logged["shadow"]]
     assert len(mine) == 20 * len(answered) and set(mine["row"]) == set(range(20))
     assert (mine["contract"] == ROW["contract"]).all() and (mine["age"] == ROW["age"]).all()

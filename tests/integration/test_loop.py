@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RUNG, rung_cli
+from tests.conftest import RUNG, http_ok, rung_cli, wait_until
 
 DRIFT_DAY = 8  # rung.demo.run's scenario
 
@@ -147,7 +147,7 @@ def test_a_failed_retraining_leaves_the_champion_and_raises_an_alert(project_dir
 
 
 def test_a_retraining_in_flight_refuses_another(project_dir: Path) -> None:
-    from rung.delivery.clock import SYSTEM
+    from rung.clock import SYSTEM
     from rung.project import Project
     from rung.store.records import Retrain
 
@@ -172,14 +172,8 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(project_dir: Path) -> None:
                             cwd=project_dir,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 90
-        ready = False
-        while time.monotonic() < deadline and not ready:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        assert ready, "rung up did not become ready"
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1), timeout=90, interval=0.3,
+                   message="rung up did not become ready")
         answer = httpx.post(f"http://127.0.0.1:{port}/v2/models/churn/infer", timeout=10, json={"inputs": [
             {"name": "tenure_months", "shape": [1], "datatype": "INT64", "data": [12]},
             {"name": "monthly_charges", "shape": [1], "datatype": "FP64", "data": [70.0]},
@@ -202,22 +196,22 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(project_dir: Path) -> None:
 
 
 def test_events_follow_streams_new_events(project_dir: Path) -> None:
-    from rung.delivery.clock import SYSTEM
+    from rung.clock import SYSTEM
     from rung.project import Project
 
     assert rung_cli("run", cwd=project_dir).returncode == 0
     proc = subprocess.Popen([RUNG, "events", "--follow", "--json", "--interval", "0.2"], cwd=project_dir,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(3)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # printed once the follower has read the past events: the ping below is new to it
+        seen = [json.loads(first)["kind"]] if first else []
         project = Project.open(project_dir)
         try:
             project.store.append_event("test.ping", actor="test", subject="churn", data={"n": 1}, time=SYSTEM.now())
         finally:
             project.close()
         deadline = time.monotonic() + 20
-        seen = []
-        assert proc.stdout is not None
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
@@ -238,9 +232,8 @@ def test_monitor_reports_bad_production_data_and_a_missing_reference(project_dir
     """Unseen categories, a feature with all values missing, non-numbers; then a version whose snapshot is gone."""
     import shutil
 
-    from rung.delivery.clock import ManualClock
-    from rung.monitor.requestlog import log_root
-    from rung.monitor.requestlog import RequestLog
+    from rung.clock import ManualClock
+    from rung.monitor.requestlog import RequestLog, log_root
     from rung.monitor.windows import Monitor, window_bounds
     from rung.project import Project
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rung.models.loaded import LoadedModel
 from rung.project import Project
 from rung.serving.batching import Runtime
-from rung.serving.loader import LoadedModel, load_version
 from rung.serving.worker import ModelWorker
 from tests.conftest import rung_cli
 
@@ -32,7 +32,7 @@ def model(tmp_path_factory: pytest.TempPathFactory, template_project: Path) -> L
     shutil.copytree(template_project, root)
     assert rung_cli("run", cwd=root).returncode == 0
     project = Project.open(root)
-    return load_version(project, project.store.list_model_versions("churn")[-1])
+    return project.models_loader.load(project.store.list_model_versions("churn")[-1])
 
 
 async def _answers(runtime: Runtime) -> list[dict]:

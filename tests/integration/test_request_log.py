@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from rung.clock import ManualClock
 from rung.config import Settings
 from rung.delivery import feedback
-from rung.delivery.clock import ManualClock
 from rung.monitor.logreader import RequestLogReader, request_window, served
 from rung.monitor.requestlog import RequestLog, log_root, open_request_log
 from rung.project import Project
@@ -31,8 +31,8 @@ from tests.conftest import postgres_database, rung_cli
 
 ROW = {"tenure_months": 54, "monthly_charges": 77.73, "contract": "one-year", "region": "north",
        "support_calls": 1, "age": 42, "paperless_billing": "no"}
-START = datetime(2026, 3, 1, 23, 59, 58, tzinfo=timezone.utc)
-EVER = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
+START = datetime(2026, 3, 1, 23, 59, 58, tzinfo=UTC)
+EVER = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 
 
 def _one(log: RequestLog, request_id: str, version: int = 1, *, rows: int = 1, shadow: bool = False) -> None:
@@ -96,7 +96,7 @@ def test_a_gateway_in_this_process_logs_rows_features_and_simulated_time(trained
 
 
 def test_a_window_reads_only_the_segments_of_its_days_and_hours(tmp_path: Path) -> None:
-    clock = ManualClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
     log = RequestLog(tmp_path, clock=clock)
     for day in range(40):  # forty old days, each with a segment and an unreadable file
         _one(log, f"old-{day}")
@@ -223,7 +223,7 @@ def test_history_names_who_answered_a_request(project: Project) -> None:
 def test_feedback_import_reports_what_the_log_does_not_hold(project: Project) -> None:
     if project.store.dialect != "sqlite":
         pytest.skip("the CLI reads the project's own store; the SQLite run covers it")
-    log = RequestLog(log_root(project), clock=ManualClock(datetime.now(timezone.utc)))
+    log = RequestLog(log_root(project), clock=ManualClock(datetime.now(UTC)))
     _one(log, "seen", rows=2)
     log.flush()
     (project.root / "labels.csv").write_text("request_id,value\nseen,1\nseen#1,0\nunseen,1\n")

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import re
+import shutil
 import threading
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from rung.errors import LeaseLost, RunNotFound, StaleDeployment, StaleRoute
-from rung.serving.routing import set_routing, single_version
-from rung.store import Deployment, Fence, MetadataStore, ModelVersionRecord, PipelineRun
+from rung.delivery.routing import set_routing, single_version
+from rung.errors import LeaseLost, RunNotFound, StaleDeployment, StaleRoute, StoreConflict, StoreError, StoreUnavailable
+from rung.store import Deployment, Fence, MetadataStore, ModelVersionRecord, PipelineRun, TokenRecord
+from rung.store.records import MonitorWindow, Retrain
+from tests.conftest import postgres_database
+from tests.integration import test_loop_store as loop_contract
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -26,7 +33,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataSt
     s.close()
 
 
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 def _run(run_id: str, minutes: int = 0) -> PipelineRun:
@@ -218,3 +225,243 @@ def test_a_routing_write_whose_event_fails_changes_nothing(store: MetadataStore)
     assert store.route("boom") is None
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM routes")).scalar() == 0
+
+
+def _token(token_id: str, name: str, at: datetime = NOW) -> TokenRecord:
+    return TokenRecord(id=token_id, name=name, role="operator", sha256=(token_id * 64)[:64], created_at=at)
+
+
+def test_tokens_are_found_by_digest_listed_oldest_first_and_revoked_once(store: MetadataStore) -> None:
+    store.add_token(_token("b", "ci", NOW + timedelta(minutes=1)))
+    store.add_token(_token("a", "laptop"))
+    found = store.token_by_hash("a" * 64)
+    assert found == _token("a", "laptop") and found.created_at.tzinfo is not None
+    assert store.token_by_hash("f" * 64) is None
+    assert [t.name for t in store.tokens()] == ["laptop", "ci"]
+    assert store.revoke_token("a", NOW + timedelta(hours=1))
+    assert not store.revoke_token("a", NOW + timedelta(hours=2))  # the first revocation stands
+    assert not store.revoke_token("nope", NOW)
+    revoked, kept = store.token_by_hash("a" * 64), store.token_by_hash("b" * 64)
+    assert revoked is not None and revoked.revoked_at == NOW + timedelta(hours=1)
+    assert kept is not None and kept.revoked_at is None
+    with pytest.raises(StoreConflict, match="refused to record API token"):
+        store.add_token(_token("a", "again"))
+
+
+def test_routing_tables_move_by_revision_and_are_listed_with_their_revisions(store: MetadataStore) -> None:
+    assert store.route("churn") is None and store.routes() == [] and store.route_revisions() == {}
+    champion = [{"name": "champion", "version": 1, "weight": 100.0}]
+    first = store.set_route("churn", champion, [], actor="a", reason="first", time=NOW, expected_revision=0)
+    assert first.revision == 1 and first.updated_by == "a"
+    canary = [{"name": "champion", "version": 1, "weight": 90.0}, {"name": "canary", "version": 2, "weight": 10.0}]
+    shadow = [{"name": "shadow", "version": 3, "weight": 100.0}]
+    store.set_route("churn", canary, shadow, actor="b", reason=None, time=NOW + timedelta(seconds=1),
+                    event=lambda r: {"kind": "routing", "actor": "b", "subject": "churn", "time": NOW,
+                                     "data": {"revision": r.revision}})
+    with pytest.raises(StaleRoute):  # a writer whose read is old changes nothing
+        store.set_route("churn", champion, [], actor="c", reason=None, time=NOW, expected_revision=1)
+    store.set_route("accounts", champion, [], actor="a", reason=None, time=NOW)
+    stored = store.route("churn")
+    assert stored is not None and stored.revision == 2 and stored.variants == canary and stored.shadows == shadow
+    assert stored.updated_at == NOW + timedelta(seconds=1) and stored.reason is None
+    assert [r.model for r in store.routes()] == ["accounts", "churn"]
+    assert store.route_revisions() == {"accounts": 1, "churn": 2}
+    assert [e.data for e in store.events(subject="churn", kinds=["routing"])] == [{"revision": 2}]
+
+
+def test_a_released_lease_is_free_for_anyone_but_only_its_holder_releases_it(store: MetadataStore) -> None:
+    assert store.acquire_lease("scheduler", "a", now=NOW, ttl_s=60)
+    store.release_lease("scheduler", "b")  # not b's to release
+    assert not store.acquire_lease("scheduler", "b", now=NOW, ttl_s=60)
+    store.release_lease("scheduler", "a")
+    assert not store.renew_lease("scheduler", "a", now=NOW, ttl_s=60)  # released: nothing left to renew
+    assert store.acquire_lease("scheduler", "b", now=NOW, ttl_s=60)
+
+
+def test_a_second_record_of_the_same_key_is_a_conflict(store: MetadataStore) -> None:
+    store.create_run(_run("r1"))
+    version = ModelVersionRecord(name="m", version=1, run_id="r1", mlflow_run_id="ml", model_uri="models:/m/1",
+                                 flavor="sklearn", sha256={}, metrics={}, lineage={}, created_at=NOW)
+    store.add_model_version(version)
+    assert store.get_model_version("m", 1) == version
+    with pytest.raises(StoreConflict, match="m:1"):
+        store.add_model_version(version)
+    with pytest.raises(StoreConflict, match="pipeline run r1"):
+        store.create_run(_run("r1"))
+
+
+def test_a_closed_store_opens_new_connections_when_used_again(store: MetadataStore) -> None:
+    store.create_run(_run("r1"))
+    store.close()
+    assert [r.id for r in store.list_runs()] == ["r1"]
+    assert store.dialect in ("sqlite", "postgresql")
+
+
+# -- a database that went away -----------------------------------------------------------------
+
+_RETRAIN = Retrain(id="c" * 32, model="churn", trigger="drift", why="test", status="running", started_at=NOW)
+_WINDOW = MonitorWindow(model="churn", version=1, start=NOW, end=NOW + timedelta(hours=1), rows=1, metrics={}, report={})
+_CHAMPION = [{"name": "champion", "version": 1, "weight": 100.0}]
+
+# One call of every public method (but close and dialect, which touch no table).
+CALLS: dict[str, Callable[[MetadataStore], object]] = {
+    "acquire_lease": lambda s: s.acquire_lease("controller", "a", now=NOW, ttl_s=10),
+    "add_assessment": lambda s: s.add_assessment(time=NOW, target="t", mode="repo", levels={}, result={}),
+    "add_feedback": lambda s: s.add_feedback([("r1", 1.0)], source="t", time=NOW),
+    "add_model_version": lambda s: s.add_model_version(ModelVersionRecord(
+        name="m", version=1, run_id="r1", mlflow_run_id="ml", model_uri="models:/m/1", flavor="sklearn", sha256={},
+        metrics={}, lineage={}, created_at=NOW)),
+    "add_retrain": lambda s: s.add_retrain(_RETRAIN, event=_event()),
+    "add_token": lambda s: s.add_token(_token("a", "laptop")),
+    "append_event": lambda s: s.append_event("x", actor="t", subject="churn", data={}, time=NOW),
+    "assessments": lambda s: s.assessments(),
+    "cache_get": lambda s: s.cache_get("k" * 64),
+    "cache_put": lambda s: s.cache_put("k" * 64, "train", {}, "r1", NOW),
+    "create_deployment": lambda s: s.create_deployment(_deployment("d1"), event=_event()),
+    "create_run": lambda s: s.create_run(_run("r1"), steps=["one"]),
+    "deployment": lambda s: s.deployment("d1"),
+    "deployments": lambda s: s.deployments(),
+    "events": lambda s: s.events(),
+    "feedback_count": lambda s: s.feedback_count(),
+    "feedback_values": lambda s: s.feedback_values(["r1"]),
+    "get_model_version": lambda s: s.get_model_version("m", 1),
+    "get_run": lambda s: s.get_run("r1"),
+    "list_model_versions": lambda s: s.list_model_versions(),
+    "list_runs": lambda s: s.list_runs(),
+    "record_step": lambda s: s.record_step("r1", "one", status="running"),
+    "release_lease": lambda s: s.release_lease("controller", "a"),
+    "renew_lease": lambda s: s.renew_lease("controller", "a", now=NOW, ttl_s=10),
+    "retrains": lambda s: s.retrains(),
+    "revoke_token": lambda s: s.revoke_token("a", NOW),
+    "route": lambda s: s.route("churn"),
+    "route_revisions": lambda s: s.route_revisions(),
+    "routes": lambda s: s.routes(),
+    "save_state": lambda s: s.save_state("x", {}, time=NOW),
+    "save_window": lambda s: s.save_window(_WINDOW),
+    "set_route": lambda s: s.set_route("churn", _CHAMPION, [], actor="t", reason=None, time=NOW),
+    "state": lambda s: s.state("x"),
+    "steps": lambda s: s.steps("r1"),
+    "token_by_hash": lambda s: s.token_by_hash("a" * 64),
+    "tokens": lambda s: s.tokens(),
+    "transition": lambda s: s.transition("d1", 1, {"step": 1}, None),
+    "update_retrain": lambda s: s.update_retrain(_RETRAIN.id, {"status": "failed"}),
+    "update_run": lambda s: s.update_run("r1", status="failed"),
+    "windows": lambda s: s.windows("churn"),
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gone(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[MetadataStore, str]]:
+    """A store that worked, whose database then went away: its directory removed, or the database dropped."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path}/home/rung.db"
+        else:
+            url = stack.enter_context(postgres_database())
+        s = MetadataStore(url)
+        stack.callback(s.close)
+        s.create_run(_run("r1"))
+        if request.param == "sqlite":
+            s.close()
+            shutil.rmtree(tmp_path / "home")
+        else:
+            admin = sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE "{sa.make_url(url).database}" WITH (FORCE)')
+            admin.dispose()
+        yield s, str(sa.make_url(url).database)
+
+
+def test_every_method_of_a_store_whose_database_went_away_says_so(gone: tuple[MetadataStore, str]) -> None:
+    store, database = gone
+    wrong: dict[str, str] = {}
+    for method, call in sorted(CALLS.items()):
+        try:
+            call(store)
+        except StoreUnavailable as exc:
+            message = str(exc)
+            clear = message.startswith("the metadata store ") and database in message and "is unavailable" in message \
+                and "RUNG_DATABASE_URL" in message and "[SQL:" not in message  # the driver's words, not SQLAlchemy's dump
+            if not clear or not isinstance(exc.__cause__, sa.exc.SQLAlchemyError):
+                wrong[method] = message
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            wrong[method] = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+        else:
+            wrong[method] = "returned"
+    assert wrong == {}
+
+
+def test_a_store_on_a_closed_port_does_not_open_and_hides_the_password() -> None:
+    with pytest.raises(StoreUnavailable, match="cannot open the metadata store .*127.0.0.1:1/rung") as raised:
+        MetadataStore("postgresql://rung:s3cret@127.0.0.1:1/rung")
+    assert "s3cret" not in str(raised.value) and "RUNG_DATABASE_URL" in str(raised.value)
+
+
+def test_a_failed_write_is_a_store_error_naming_what_failed(store: MetadataStore) -> None:
+    store.create_deployment(_deployment("d1"), event=_event("deploy"))
+    with pytest.raises(StoreError, match="failed to move rollout d1: .*colour") as raised:
+        store.transition("d1", 1, {"colour": "red"}, None)  # no such column
+    assert not isinstance(raised.value, (StoreUnavailable, StoreConflict))
+    unchanged = store.deployment("d1")
+    assert unchanged is not None and unchanged.revision == 1
+
+
+# -- the suite covers every public method --------------------------------------------------------
+
+CONTRACT: dict[str, tuple[Callable[..., None], ...]] = {
+    "acquire_lease": (test_feedback_and_lease, test_a_released_lease_is_free_for_anyone_but_only_its_holder_releases_it),
+    "add_assessment": (loop_contract.test_assessments_are_kept_per_target_oldest_first,),
+    "add_feedback": (test_feedback_and_lease,),
+    "add_model_version": (test_model_versions_and_events, test_a_second_record_of_the_same_key_is_a_conflict),
+    "add_retrain": (loop_contract.test_retrainings_and_their_chain_of_events,),
+    "add_token": (test_tokens_are_found_by_digest_listed_oldest_first_and_revoked_once,),
+    "append_event": (test_model_versions_and_events,),
+    "assessments": (loop_contract.test_assessments_are_kept_per_target_oldest_first,),
+    "cache_get": (test_cache_latest_writer_wins,),
+    "cache_put": (test_cache_latest_writer_wins,),
+    "close": (test_a_closed_store_opens_new_connections_when_used_again,),
+    "create_deployment": (test_rollouts_move_by_compare_and_set_and_a_deploy_supersedes,),
+    "create_run": (test_runs_and_steps_round_trip,),
+    "deployment": (test_rollouts_move_by_compare_and_set_and_a_deploy_supersedes,),
+    "deployments": (test_rollouts_move_by_compare_and_set_and_a_deploy_supersedes,),
+    "dialect": (test_a_routing_write_whose_event_fails_changes_nothing,),
+    "events": (test_model_versions_and_events, loop_contract.test_retrainings_and_their_chain_of_events),
+    "feedback_count": (loop_contract.test_feedback_is_counted,),
+    "feedback_values": (test_feedback_and_lease,),
+    "get_model_version": (test_model_versions_and_events,),
+    "get_run": (test_runs_and_steps_round_trip,),
+    "list_model_versions": (test_model_versions_and_events,),
+    "list_runs": (test_runs_and_steps_round_trip,),
+    "record_step": (test_runs_and_steps_round_trip,),
+    "release_lease": (test_a_released_lease_is_free_for_anyone_but_only_its_holder_releases_it,),
+    "renew_lease": (test_a_holder_whose_lease_expired_is_refused_in_the_same_transaction,),
+    "retrains": (loop_contract.test_retrainings_and_their_chain_of_events,),
+    "revoke_token": (test_tokens_are_found_by_digest_listed_oldest_first_and_revoked_once,),
+    "route": (test_routing_tables_move_by_revision_and_are_listed_with_their_revisions,),
+    "route_revisions": (test_routing_tables_move_by_revision_and_are_listed_with_their_revisions,),
+    "routes": (test_routing_tables_move_by_revision_and_are_listed_with_their_revisions,),
+    "save_state": (loop_contract.test_loop_state_round_trips_and_is_overwritten,),
+    "save_window": (loop_contract.test_windows_are_replaced_when_checked_again_and_listed_oldest_first,),
+    "set_route": (test_routing_tables_move_by_revision_and_are_listed_with_their_revisions,
+                  test_a_holder_whose_lease_expired_is_refused_in_the_same_transaction),
+    "state": (loop_contract.test_loop_state_round_trips_and_is_overwritten,),
+    "steps": (test_runs_and_steps_round_trip,),
+    "token_by_hash": (test_tokens_are_found_by_digest_listed_oldest_first_and_revoked_once,),
+    "tokens": (test_tokens_are_found_by_digest_listed_oldest_first_and_revoked_once,),
+    "transition": (test_rollouts_move_by_compare_and_set_and_a_deploy_supersedes,),
+    "update_retrain": (loop_contract.test_retrainings_and_their_chain_of_events,),
+    "update_run": (test_runs_and_steps_round_trip,),
+    "windows": (loop_contract.test_windows_are_replaced_when_checked_again_and_listed_oldest_first,),
+}
+
+
+def test_every_public_method_of_the_store_has_a_contract_test_that_calls_it() -> None:
+    public = {name for name in dir(MetadataStore) if not name.startswith("_")}
+    assert sorted(public - set(CONTRACT)) == [], "add a contract test for these methods and list it in CONTRACT"
+    assert sorted(set(CONTRACT) - public) == [], "CONTRACT names methods the store no longer has"
+    for name, tests in CONTRACT.items():
+        assert any(re.search(rf"\bstore\.{name}\b", inspect.getsource(test)) for test in tests), \
+            f"none of {[t.__name__ for t in tests]} calls store.{name}"
+        # a contract test takes the `store` fixture, which runs it on SQLite and on PostgreSQL
+        assert all(list(inspect.signature(test).parameters) == ["store"] for test in tests), name
+    assert set(CALLS) == public - {"close", "dialect"}, "CALLS needs one call of every method that uses the database"

@@ -16,14 +16,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import RUNG, rung_cli
+from tests.conftest import RUNG, http_ok, rung_cli, wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PAGES = {  # path: (text the page must show, least number of charts it must draw)
@@ -48,14 +48,9 @@ def ui(demo: tuple[Path, Any], tmp_path_factory: pytest.TempPathFactory) -> Iter
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/api/state", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
+        try:
+            wait_until(lambda: http_ok(f"{url}/api/state"), timeout=60, interval=0.2, message="rung ui to answer")
+        except AssertionError:
             pytest.fail("rung ui did not answer: " + (proc.stdout.read() if proc.stdout else ""))
         yield root, url
     finally:
@@ -139,7 +134,7 @@ def test_the_demo_story_in_a_real_browser_and_a_rollback_end_to_end(ui: tuple[Pa
         # live: a new event shows on the open overview without a reload
         page.goto(url + "/", wait_until="networkidle")
         page.evaluate("window.__marker = 1")
-        from rung.delivery.clock import SYSTEM
+        from rung.clock import SYSTEM
         from rung.project import Project
 
         project = Project.open(root)
@@ -246,14 +241,14 @@ def test_assessing_again_needs_a_deployer_token_and_writes_nothing_without_one(p
 
 
 def test_feature_links_are_url_encoded_so_a_feature_named_a_slash_b_opens(project_dir: Path) -> None:
-    from rung.delivery.clock import ManualClock
+    from rung.clock import ManualClock
     from rung.monitor.requestlog import RequestLog, log_root
     from rung.project import Project
     from rung.store.records import MonitorWindow
     from rung.ui.server import start_ui
 
     names = ("a/b", "c#d?")
-    start = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
     project = Project.open(project_dir)
     try:
         drift = [{"name": n, "kind": "numeric", "method": "psi", "statistic": 0.3, "threshold": 0.2, "drifted": True,

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,20 +16,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from rung.delivery.clock import ManualClock
-from rung.monitor.alerts import (
-    AlertBook,
-    AlertSettings,
-    Condition,
-    Notice,
-    RuleTracker,
-    SinkSettings,
-    deliver,
-    format_duration,
-    mask_url,
-    parse_duration,
-    webhook_payload,
-)
+from rung.clock import ManualClock
+from rung.config.alerts import AlertSettings, SinkSettings, mask_url
+from rung.config.durations import format_duration, parse_duration
+from rung.config.rules import Condition
+from rung.monitor.alerts import AlertBook, Notice, RuleTracker
+from rung.monitor.notify import deliver, webhook_payload
 
 WINDOW = 600.0
 
@@ -52,7 +44,7 @@ def windows(book: AlertBook, clock: ManualClock, subject: str, values: list[floa
 
 
 def notice(status: str = "firing") -> Notice:
-    at = datetime(2026, 1, 5, 3, 0, tzinfo=timezone.utc)
+    at = datetime(2026, 1, 5, 3, 0, tzinfo=UTC)
     message = "churn:3 drift.share = 0.45 > 0.3 for 2 windows (warning, rule feature-drift)"
     return Notice("feature-drift", "churn:3", "drift.share", 0.45, "> 0.3", "warning", status, at, message, 2)
 
@@ -375,7 +367,7 @@ def test_webhook_format_follows_the_host(receiver_factory: Any) -> None:
     receiver = receiver_factory()
     deliver(notice(), [webhook(receiver.url, format="teams"), webhook(receiver.url, format="slack")])
     assert "attachments" in receiver.requests[0][2] and "blocks" in receiver.requests[1][2]
-    from rung.monitor.alerts import _format
+    from rung.monitor.notify import _format
 
     assert _format(webhook("https://hooks.slack.com/services/x"), "https://hooks.slack.com/services/x") == "slack"
     teams = "https://prod-01.westus.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=s"
@@ -427,3 +419,38 @@ def test_one_broken_sink_does_not_stop_the_others(tmp_path: Path) -> None:
     results = deliver(notice(), [broken, good])
     assert [r.ok for r in results] == [False, True] and out.exists()
     assert os.environ.get("RUNG_ALERT_RULE") is None  # the command's environment stays its own
+
+
+def test_webhook_backoff_doubles_up_to_eight_seconds_and_sleeps_plain_floats(receiver_factory: Any) -> None:
+    receiver, slept = receiver_factory([500] * 7), []
+    [result] = deliver(notice(), [webhook(receiver.url, retries=6)], sleep=slept.append)
+    assert not result.ok and result.attempts == 7 and len(receiver.requests) == 7
+    assert slept == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert all(type(s) is float for s in slept)
+
+
+def test_webhook_429_is_retried(receiver_factory: Any) -> None:
+    receiver, slept = receiver_factory([429, 200]), []
+    [result] = deliver(notice(), [webhook(receiver.url)], sleep=slept.append)
+    assert result.ok and result.attempts == 2 and slept == [0.5]
+
+
+def test_webhook_that_never_answers_times_out_is_retried_and_reported() -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (the backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook/s3cr3t"
+        started, slept = time.monotonic(), []
+        [result] = deliver(notice(), [webhook(url, timeout_s=0.2, retries=1)], sleep=slept.append)
+    assert not result.ok and result.attempts == 2 and slept == [0.5]
+    assert "timed out" in result.detail and "after 2 attempt(s)" in result.detail
+    assert "s3cr3t" not in result.detail
+    assert time.monotonic() - started < 5
+
+
+def test_no_retry_when_retries_is_zero(receiver_factory: Any) -> None:
+    receiver, slept = receiver_factory([503]), []
+    [result] = deliver(notice(), [webhook(receiver.url, retries=0)], sleep=slept.append)
+    assert not result.ok and result.attempts == 1 and slept == [] and "HTTP 503 after 1 attempt(s)" in result.detail

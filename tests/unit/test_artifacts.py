@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rung.errors import RungError
-from rung.pipeline.artifacts import ArtifactCorrupted, ArtifactStore, decode, encode
+from rung.errors import ArtifactCorrupted, RungError
+from rung.pipeline.artifacts import ArtifactStore, decode, encode
 
 
 class Blob:

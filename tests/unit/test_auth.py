@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from rung.delivery.routing import RoutingTable, set_routing, single_version
 from rung.errors import AuthError, ConfigError, StaleRoute
 from rung.serving.auth import authenticate, create_token, revoke_token
-from rung.serving.routing import RoutingTable, set_routing, single_version
 from rung.store import MetadataStore
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from rung.models.loaded import LoadedModel
+from rung.models.signature import Column
 from rung.serving.batching import AUTO_WAIT_MS, RECHECK_CALLS, Runtime
-from rung.serving.loader import Column, LoadedModel
 
 MODEL = LoadedModel("m", 1, "sklearn", "classification", [Column("x", "double"), Column("c", "string")], None, Path("."))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,13 @@ from rung.certify import (
     threshold_check,
     validate_behaviour,
 )
-from rung.config import BehaviourCheck, Bound, ChampionMargin, SliceGate
+from rung.certify.behaviour import input_types
+from rung.certify.checks import direction, metric_checks, project_tests_check
+from rung.config import BehaviourCheck, Bound, CertifySettings, ChampionMargin, SliceGate
 from rung.errors import CertificationError
 from rung.evaluation import higher_is_better
-from rung.serving.loader import Column, LoadedModel
+from rung.models.loaded import LoadedModel
+from rung.models.signature import Column
 
 # -- directions ------------------------------------------------------------------------------
 
@@ -338,7 +341,7 @@ def test_a_check_that_cannot_run_is_a_settings_error_naming_its_key(check: Behav
 
 
 def _report(*checks: Check) -> CertificationReport:
-    return CertificationReport("churn", 2, tuple(checks), 1, datetime(2026, 1, 1, tzinfo=timezone.utc), 1.5)
+    return CertificationReport("churn", 2, tuple(checks), 1, datetime(2026, 1, 1, tzinfo=UTC), 1.5)
 
 
 def test_a_report_is_certified_only_without_failures() -> None:
@@ -360,3 +363,136 @@ def test_report_json_has_no_nan_and_the_summary_fits_a_tag() -> None:
     parsed = json.loads(summary)
     assert parsed["certified"] is False and parsed["counts"]["failed"] == 500
     assert not math.isnan(report.duration_s)
+
+
+# -- more of the rules, one branch each ------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, float("nan"), "0.8", True])
+def test_a_candidate_without_a_finite_metric_fails_against_the_champion(value: object) -> None:
+    check = champion_check("roc_auc", value, 0.8, ChampionMargin(max_drop=0.01), higher=True)
+    assert check.status == "failed" and check.observed is None and "not a finite number" in check.detail
+
+
+def test_the_same_score_as_the_champion_says_so() -> None:
+    check = champion_check("roc_auc", 0.8, 0.8, ChampionMargin(), higher=True, champion_ref="churn:1")
+    assert check.status == "passed" and check.detail == "same as churn:1 (0.8)"
+
+
+def test_a_relative_margin_on_a_zero_champion_allows_only_no_drop() -> None:
+    margin = ChampionMargin(max_relative_drop=0.5)
+    assert champion_check("mae", 0.0, 0.0, margin, higher=False).status == "passed"
+    assert champion_check("mae", 0.1, 0.0, margin, higher=False).status == "failed"
+
+
+def test_a_slice_without_a_finite_metric_is_skipped() -> None:
+    checks = slice_checks({"region=x": {"roc_auc": float("nan"), "rows": 500}}, None, SliceGate(min=0.5), "roc_auc",
+                          higher=True)
+    assert checks[0].status == "skipped" and checks[0].detail == "no finite roc_auc for this slice"
+
+
+def test_slices_without_bounds_and_without_a_champion_say_both() -> None:
+    (check,) = slice_checks(CANDIDATE, None, SliceGate(max_drop_vs_champion=0.05), "roc_auc", higher=True)
+    assert check.detail == "no certify.slices.min/max set, and no champion to compare with"
+
+
+def test_an_unknown_metric_direction_is_a_settings_error_at_its_key() -> None:
+    with pytest.raises(CertificationError, match=r"rung.yaml: certify.slices.metric: .*wobble"):
+        direction("wobble", "certify.slices.metric")
+
+
+# -- the recorded metrics, together ------------------------------------------------------------
+
+
+class _Version:
+    """A version as the metric rules see it (what ModelVersionRecord offers)."""
+
+    def __init__(self, ref: str, overall: dict[str, float], slices: dict[str, dict[str, float]] | None = None) -> None:
+        self.ref = ref
+        self.metrics = {"overall": overall, "slices": slices or {}}
+
+
+CANDIDATE_VERSION = _Version("churn:2", {"roc_auc": 0.80, "accuracy": 0.75}, CANDIDATE)
+CHAMPION_VERSION = _Version("churn:1", {"roc_auc": 0.82, "accuracy": 0.74}, CHAMPION)
+
+
+def test_without_versus_champion_the_primary_metric_may_drop_by_the_default_margin() -> None:
+    checks = _by_name(metric_checks(CertifySettings(), "roc_auc", CANDIDATE_VERSION, CHAMPION_VERSION, ""))
+    champion = checks["champion.roc_auc"]
+    assert champion.status == "failed" and champion.expected == "worse by ≤ 0.01 vs churn:1"
+    assert "champion.accuracy" not in checks
+    assert checks["slice.region=south.roc_auc"].status == "failed"  # slices are compared by default, 0.05 at most
+
+
+def test_thresholds_and_declared_margins_each_give_a_check() -> None:
+    settings = CertifySettings.model_validate({
+        "thresholds": {"roc_auc": {"min": 0.7}, "accuracy": {"min": 0.8}},
+        "versus_champion": {"accuracy": {"max_drop": 0.0}},
+        "slices": {"max_drop_vs_champion": 0.05, "min_rows": 30},
+    })
+    checks = _by_name(metric_checks(settings, "roc_auc", CANDIDATE_VERSION, CHAMPION_VERSION, ""))
+    assert checks["threshold.roc_auc"].status == "passed"
+    assert checks["threshold.accuracy"].status == "failed"
+    assert checks["champion.accuracy"].status == "passed" and "champion.roc_auc" not in checks
+    assert checks["slice.region=south.roc_auc"].status == "failed"
+    assert [name for name in checks][:3] == ["threshold.roc_auc", "threshold.accuracy", "champion.accuracy"]
+
+
+def test_without_a_champion_one_skipped_row_says_why() -> None:
+    checks = metric_checks(CertifySettings(), "roc_auc", CANDIDATE_VERSION, None, "churn has no @champion yet")
+    assert checks[0] == Check("champion", "skipped", detail="churn has no @champion yet")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"thresholds": {"roc_auc": {}}}, "certify.thresholds.roc_auc: set min, max or both"),
+        ({"thresholds": {"f1": {"min": 0.5}}}, "certify.thresholds.f1: churn:2 has no metric 'f1' (it has: accuracy, roc_auc)"),
+        ({"versus_champion": {"f1": {"max_drop": 0.1}}}, "certify.versus_champion.f1: churn:2 has no metric 'f1'"),
+        ({"versus_champion": {"wobble": {"max_drop": 0.1}}}, "certify.versus_champion.wobble"),
+        ({"slices": {"metric": "wobble", "max_drop_vs_champion": 0.1}}, "certify.slices.metric"),
+    ],
+)
+def test_a_metric_rule_that_cannot_run_is_a_settings_error(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(CertificationError) as caught:
+        metric_checks(CertifySettings.model_validate(settings), "roc_auc", CANDIDATE_VERSION, CHAMPION_VERSION, "")
+    assert message in str(caught.value) and str(caught.value).startswith("rung.yaml: ")
+
+
+# -- the project's tests, from their outcome ----------------------------------------------------
+
+
+def test_pytest_outcomes() -> None:
+    passed = project_tests_check("tests", 0, "..\n===== 2 passed in 0.1s =====\n")
+    assert passed == Check("tests", "passed", "2 passed in 0.1s", "pytest passes", "pytest tests")
+    empty = project_tests_check("tests", 5, "no tests ran in 0.01s\n")
+    assert empty.status == "skipped" and empty.detail == "no tests collected in tests"
+    failed = project_tests_check("tests", 1, "F\n1 failed in 0.2s\n\n")
+    assert failed.status == "failed" and failed.observed == "1 failed in 0.2s" and failed.detail == "pytest tests exited 1"
+    assert project_tests_check("tests", 4, "").observed == "exit 4"
+
+
+# -- behaviour, the remaining branches ---------------------------------------------------------
+
+
+def test_non_increasing_is_violated_only_by_rises(model: LoadedModel, rows: pd.DataFrame) -> None:
+    up = BehaviourCheck(kind="directional", feature="x1", change=1.0, expect="non_increasing")
+    assert behaviour_check(model, rows, up).status == "failed"
+    flat = BehaviourCheck(kind="directional", feature="x2", change=1.0, expect="non_increasing")
+    assert behaviour_check(model, rows, flat).status == "passed"
+
+
+def test_a_directional_check_with_no_values_is_skipped(model: LoadedModel, rows: pd.DataFrame) -> None:
+    check = behaviour_check(model, rows.assign(x1=np.nan), BehaviourCheck(kind="directional", feature="x1", change=1.0))
+    assert check.status == "skipped" and check.detail == "no rows with a value for x1"
+
+
+def test_rows_the_model_cannot_take_are_a_settings_error_naming_the_check(model: LoadedModel, rows: pd.DataFrame) -> None:
+    declared = BehaviourCheck(kind="directional", feature="x1", change=1.0)
+    with pytest.raises(CertificationError, match=r"^rung.yaml: certify.behaviour\[3\]: missing input column\(s\): colour"):
+        behaviour_check(model, rows.drop(columns=["colour"]), declared, 3)
+
+
+def test_input_types_come_from_the_signature_else_the_frame(model: LoadedModel, rows: pd.DataFrame) -> None:
+    assert input_types(model, rows.iloc[:0]) == {"x1": True, "x2": True, "colour": False}
+    assert input_types(None, rows.assign(n=1)) == {"x1": True, "x2": True, "colour": False, "n": True}

@@ -16,9 +16,10 @@ from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from rung.serving.batching import predict_columns, to_frame
-from rung.serving.compiled import CompiledPipeline, compile_model
-from rung.serving.loader import Column, LoadedModel
+from rung.models.compiled import CompiledPipeline, compile_model
+from rung.models.loaded import LoadedModel
+from rung.models.signature import Column, to_frame
+from rung.serving.batching import predict_columns
 
 NUMERIC = ["tenure", "charges", "calls"]
 TEXT = ["contract", "region"]
@@ -74,7 +75,7 @@ def _assert_same_answers(model: LoadedModel, compiled: CompiledPipeline, seed: i
     answered = 0
     for columns in _requests(seed):
         try:
-            expected = model.predict(to_frame(model, columns))
+            expected = model.predict(to_frame(model.columns, columns))
         except ValueError:
             with pytest.raises(ValueError):
                 model.outputs(compiled, columns)
@@ -109,7 +110,7 @@ def test_a_compiled_pipeline_answers_exactly_as_the_estimator(name: str) -> None
     _assert_same_answers(model, compiled)
     model.compiled = compiled
     columns = _requests(7)[4]
-    np.testing.assert_array_equal(predict_columns(model, columns)["proba"], model.predict(to_frame(model, columns))["proba"])
+    np.testing.assert_array_equal(predict_columns(model, columns)["proba"], model.predict(to_frame(model.columns, columns))["proba"])
 
 
 def test_regression_and_a_plain_estimator_on_named_columns_compile_too() -> None:
@@ -127,7 +128,7 @@ def test_regression_and_a_plain_estimator_on_named_columns_compile_too() -> None
     assert compiled is not None, why
     for columns in _requests(3):
         columns = {n: [70.0 if v is None else v for v in columns[n]] for n in NUMERIC}
-        np.testing.assert_array_equal(plain.outputs(compiled, columns)["proba"], plain.predict(to_frame(plain, columns))["proba"])
+        np.testing.assert_array_equal(plain.outputs(compiled, columns)["proba"], plain.predict(to_frame(plain.columns, columns))["proba"])
 
 
 def test_a_classifier_without_probabilities_answers_labels_only() -> None:
@@ -158,7 +159,7 @@ def test_the_compiled_route_travels_to_a_worker_process_intact() -> None:
     model.compiled, _ = compile_model(model, train)
     copy = pickle.loads(pickle.dumps(model))
     columns = _requests(5)[4]
-    np.testing.assert_array_equal(predict_columns(copy, columns)["proba"], model.predict(to_frame(model, columns))["proba"])
+    np.testing.assert_array_equal(predict_columns(copy, columns)["proba"], model.predict(to_frame(model.columns, columns))["proba"])
 
 
 def _name_lengths(values: Any) -> np.ndarray:
@@ -215,6 +216,6 @@ def test_an_estimator_that_refuses_missing_values_is_matched_by_the_compiled_rou
     assert compiled is not None, why
     row = {name: values[:1] for name, values in _requests(2)[0].items()} | {"tenure": [None]}
     with pytest.raises(ValueError):
-        model.predict(to_frame(model, row))
+        model.predict(to_frame(model.columns, row))
     with pytest.raises(ValueError):
         model.outputs(compiled, row)

@@ -294,7 +294,7 @@ def test_data_source_sql_without_query_names_the_missing_key(tmp_path: Path) -> 
 
 def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, "name: x\n"))
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error, whatever its class
         settings.name = "y"  # type: ignore[misc]
 
 
@@ -319,3 +319,24 @@ def test_canary_steps_are_checked_and_end_at_100() -> None:
     for bad in ([100], [50, 25], [], [0, 50], [5, 5, 100]):
         with pytest.raises(ValueError, match="increasing percentages"):
             CanarySettings(steps=bad)
+
+
+def test_loading_settings_imports_no_component() -> None:
+    """Settings are a leaf: importing them pulls in nothing above the foundation (no monitoring, no scheduler)."""
+    import subprocess
+    import sys
+
+    code = "import sys, rung.config; print(' '.join(sorted(m for m in sys.modules if m.startswith('rung'))))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    allowed = {"rung", "rung.errors", "rung.clock", "rung.version"}
+    assert "rung.config" in loaded
+    assert [m for m in loaded if m not in allowed and not m.startswith("rung.config")] == []
+
+
+def test_every_section_is_importable_from_rung_config() -> None:
+    import rung.config
+
+    for name in rung.config.__all__:
+        assert getattr(rung.config, name) is not None
+    assert rung.config.Settings.model_fields["alerts"].annotation is rung.config.AlertSettings
+    assert rung.config.MonitorSettings.model_fields["drift"].annotation is rung.config.DriftSettings

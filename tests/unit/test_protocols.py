@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rung.serving.loader import Column, InputError
+from rung.errors import InputError
+from rung.models.signature import Column
 from rung.serving.protocols import check_columns, oip_outputs, parse_mlflow, parse_oip
 
 COLUMNS = [Column("age", "long"), Column("income", "double"), Column("plan", "string")]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from rung.delivery.clock import ManualClock
+from rung.clock import ManualClock
 from rung.monitor.resources import ResourceSampler, summarise
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def test_a_window_gets_the_mean_rate_and_the_peak_memory_of_its_samples() -> None:

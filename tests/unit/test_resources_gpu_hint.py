@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from rung.delivery.clock import ManualClock
+from rung.clock import ManualClock
 from rung.monitor.resources import ResourceSampler
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def test_without_nvidia_ml_py_sampling_goes_on_and_a_gpu_machine_hears_which_extra(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytest
 
 from rung.config import CanarySettings
 from rung.delivery import analysis

@@ -1,4 +1,4 @@
-"""rung.serving.routing: choosing a variant is a pure, sticky, weighted function of (key, table)."""
+"""rung.delivery.routing: choosing a variant is a pure, sticky, weighted function of (key, table)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rung.delivery.routing import RoutingTable, Variant, key_point
 from rung.errors import ConfigError
-from rung.serving.routing import RoutingTable, Variant, key_point
 
 
 def table(*weights: float, model: str = "churn") -> RoutingTable:

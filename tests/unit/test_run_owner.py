@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -46,7 +46,7 @@ def _dead_owner() -> RunOwner:
 def _running(store: MetadataStore, run_id: str, owner: RunOwner) -> None:
     store.create_run(
         PipelineRun(id=run_id, project="p", pipeline="x", status="running", trigger="t",
-                    started_at=datetime.now(timezone.utc), owner_pid=owner.pid, owner_host=owner.host,
+                    started_at=datetime.now(UTC), owner_pid=owner.pid, owner_host=owner.host,
                     owner_started=owner.started),
         steps=["a", "b"],
     )

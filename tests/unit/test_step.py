@@ -37,7 +37,7 @@ def test_inputs_come_from_parameter_names() -> None:
 
 
 def test_injected_names_are_not_inputs() -> None:
-    assert INJECTED == {"ctx", "params"}
+    assert {"ctx", "params"} == INJECTED
     assert split_data.inputs == ("data",)
     assert split_data.uses == {"params", "ctx"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -23,7 +24,7 @@ def scripts() -> ScriptDirectory:
 def test_head_matches_the_migration_scripts() -> None:
     heads = scripts().get_heads()
     assert len(heads) == 1, f"the migrations have several heads: {heads}"
-    assert schema.HEAD == heads[0]
+    assert heads[0] == schema.HEAD
 
 
 def test_a_new_store_is_migrated_to_head_with_every_table(tmp_path: Path) -> None:
@@ -50,13 +51,13 @@ def test_migrated_columns_match_the_schema(tmp_path: Path) -> None:
 
 
 def test_reopening_a_store_keeps_its_data(tmp_path: Path) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from rung.store import PipelineRun
 
     url = f"sqlite:///{tmp_path}/rung.db"
     first = MetadataStore(url)
-    started = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    started = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
     first.create_run(PipelineRun(id="abc123", project="p", pipeline="x", status="running", trigger="t", started_at=started), steps=["a"])
     first.close()
     second = MetadataStore(url)

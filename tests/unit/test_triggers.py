@@ -5,26 +5,27 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from rung.delivery.clock import ManualClock
+from rung.clock import ManualClock
+from rung.config.triggers import TriggerSettings
 from rung.errors import DataError
+from rung.triggers.decision import TriggerReason, evaluate, record_start
 from rung.triggers.guards import Guard
 from rung.triggers.newdata import DataFingerprint, changed, fingerprint
 from rung.triggers.schedule import Schedule
-from rung.triggers.settings import TriggerReason, TriggerSettings, evaluate, record_start
 
 HOUR = 3600.0
-MONDAY_0300 = datetime(2026, 1, 5, 3, 0, tzinfo=timezone.utc)
+MONDAY_0300 = datetime(2026, 1, 5, 3, 0, tzinfo=UTC)
 
 
 def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def roundtrip(state: dict[str, Any]) -> dict[str, Any]:
@@ -250,7 +251,7 @@ def test_settings_defaults_are_off_and_durations_parse() -> None:
     assert not TriggerSettings().enabled
     t = triggers(schedule="0 3 * * 1", drift={"metric": "drift.share", "condition": "> 0.3", "for": 2}, cooldown="6h", max_per_day=2, stale_after="1d")
     assert t.enabled and t.cooldown == 6 * HOUR and t.stale_after == 24 * HOUR
-    assert t.guard() == Guard(cooldown_s=6 * HOUR, max_per_day=2, stale_after_s=24 * HOUR)
+    assert Guard.from_settings(t) == Guard(cooldown_s=6 * HOUR, max_per_day=2, stale_after_s=24 * HOUR)
     assert t.drift is not None and t.drift.windows == 2
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from rung.ui import charts
+from rung import charts
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def _points(svg: str) -> int:
@@ -44,3 +44,20 @@ def test_paired_bars_and_flow() -> None:
     flow = charts.flow([("data", "abc", None), ("run", "r1", "http://mlflow/run"), ("version", "churn:2", None)])
     assert _points(flow) == 3 and flow.count("marker-end") == 2 and 'href="http://mlflow/run"' in flow
     assert "<script" not in bars + flow
+
+
+def test_the_reports_charts_escape_their_labels_and_are_well_formed() -> None:
+    from xml.etree import ElementTree
+
+    hist = charts.overlaid_histograms([0.0, 0.25, 0.75], [0.5, 0.5, 0.0], -1.0, 2.0)
+    assert hist.count("<rect") == 4 and ">-1<" in hist and ">2<" in hist  # empty bins are not drawn
+    bars = charts.category_bars(["a<b>", "it's a long name"], [0.6, 0.4], [0.1, 0.9])
+    assert "a&lt;b&gt;: reference 60.0%" in bars and "it&#x27;s a lo…" in bars
+    ladder = charts.ladder([("level", "overall", 1), ("x & y", "x & y", None)], top=3, colour="#000",
+                           label='"quoted" model: 1')
+    assert ladder.count("<rect") == 8 and ladder.count('fill="#000"') == 2 and "not assessed" in ladder
+    assert 'aria-label="&quot;quoted&quot; model: 1"' in ladder and "x &amp; y: level 0 not reached" in ladder
+    history = charts.level_history(["2026-01-01", "2026-02-01 <b>"], [("a<", "#111", 4, [1, 2]), ("b", "#222", 2, [None, None])])
+    assert history.count("<polyline") == 1 and "<title>a&lt;</title>" in history and "2026-02-01 &lt;b&gt;" in history
+    for svg in (hist, bars, ladder, history):
+        ElementTree.fromstring(svg)

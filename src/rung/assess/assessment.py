@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rung import __version__
 from rung.assess.answers import findings_from_answers
 from rung.assess.catalogue import CRITERIA, MODELS
 from rung.assess.files import findings_from_files
@@ -23,6 +22,7 @@ from rung.assess.findings import Finding, merge
 from rung.assess.records import RecordFacts, findings_from_records, pin_to_commit, summary
 from rung.assess.scan import Scan, scan_repository
 from rung.assess.scoring import next_steps, score_models
+from rung.version import __version__
 
 if TYPE_CHECKING:
     from rung.project import Project
@@ -98,7 +98,7 @@ def assess_repo(path: str | Path, answers: dict[str, tuple[str, str]] | None = N
     """Assess any repository from its files (and answers): rung need not be used in it."""
     scan = scan_repository(path, budget_s=budget_s)
     found = _combine(findings_from_files(scan), findings_from_answers(answers or {}, answers_source))
-    return Assessment(str(scan.root), "repo", now or datetime.now(timezone.utc), found, _scan_notes(scan),
+    return Assessment(str(scan.root), "repo", now or datetime.now(UTC), found, _scan_notes(scan),
                       _scan_facts(scan))
 
 
@@ -110,7 +110,7 @@ def assess_project(project: Project, answers: dict[str, tuple[str, str]] | None 
     from_files = {cid: pin_to_commit(f, facts, project.root) for cid, f in findings_from_files(scan).items()}
     found = _combine(findings_from_records(facts), from_files, findings_from_answers(answers or {}, answers_source))
     notes = [n for n in _scan_notes(scan) if "not a git repository" not in n or not facts.runs]
-    return Assessment(str(project.root), "project", now or datetime.now(timezone.utc), found, notes,
+    return Assessment(str(project.root), "project", now or datetime.now(UTC), found, notes,
                       summary(facts) | _scan_facts(scan))
 
 

@@ -3,7 +3,8 @@
 Both take the document (``Assessment.to_dict()`` or a stored result), so a
 report can be drawn again from history. The HTML page is one file: inline
 CSS, one SVG chart per model (a ladder of its levels, a row per
-dimension) and, with history, a chart of how the levels moved.
+dimension) and, with history, a chart of how the levels moved, both drawn
+by :mod:`rung.charts`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from rung import charts
 from rung.assess.catalogue import model as maturity_model
 
 __all__ = ["to_markdown", "to_html", "level_text", "STATUS_MARK"]
@@ -37,8 +39,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# MLOps maturity: {doc['target']}", "",
              f"Assessed {doc['time']} from {'rung records, files and answers' if doc['mode'] == 'project' else 'files and answers'}"
              f" (rung {doc['rung']}, schema {doc['schema']}).", ""]
-    for note in doc["partial"]:
-        lines.append(f"> **Partial:** {note}")
+    lines += [f"> **Partial:** {note}" for note in doc["partial"]]
     if doc["partial"]:
         lines.append("")
     lines += ["| model | level | unknown criteria |", "|---|---|---|"]
@@ -71,62 +72,19 @@ def to_markdown(doc: dict[str, Any]) -> str:
 
 def _ladder(m: dict[str, Any]) -> str:
     """One row per dimension, one cell per level, filled up to the level reached."""
-    mm = maturity_model(m["model"])
-    cell, gap, label_w, top_pad = 40, 4, 110, 18
-    width = label_w + (mm.top + 1) * (cell + gap)
-    height = top_pad + len(m["dimensions"]) * 30 + 4
-    colour = _MODEL_COLOURS.get(m["model"], "#555")
-    parts = [f'<svg class="ladder" role="img" aria-label="{escape(m["title"])}: {escape(level_text(m))}" '
-             f'width="100%" viewBox="0 0 {width} {height}" style="max-width:{width}px" preserveAspectRatio="xMinYMin meet" '
-             f'xmlns="http://www.w3.org/2000/svg">']
-    for level in range(mm.top + 1):
-        x = label_w + level * (cell + gap)
-        parts.append(f'<text x="{x + cell / 2}" y="12" text-anchor="middle" class="axis">{level}</text>')
-    for row, d in enumerate(m["dimensions"]):
-        y = top_pad + row * 30
-        name = d["name"] if d["name"] != "overall" else "level"
-        parts.append(f'<text x="0" y="{y + 16}" class="dim">{escape(name)}</text>')
-        for level in range(mm.top + 1):
-            x = label_w + level * (cell + gap)
-            reached = d["level"] is not None and level <= d["level"]
-            fill = colour if reached else "#eceff1"
-            title = f"{d['name']}: level {level} {'reached' if reached else 'not reached'}"
-            parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="22" rx="3" fill="{fill}">'
-                         f'<title>{escape(title)}</title></rect>')
-        if d["level"] is None:
-            parts.append(f'<text x="{label_w + 6}" y="{y + 16}" class="na">not assessed</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    rows = [(d["name"] if d["name"] != "overall" else "level", d["name"], d["level"]) for d in m["dimensions"]]
+    return charts.ladder(rows, top=maturity_model(m["model"]).top, colour=_MODEL_COLOURS.get(m["model"], "#555"),
+                         label=f"{m['title']}: {level_text(m)}")
 
 
 def _history_chart(history: list[dict[str, Any]]) -> str:
     """Each model's level over the stored assessments, as a share of its top level."""
-    width, height, pad = 640, 200, 30
-    n = len(history)
-    parts = [f'<svg class="history" role="img" aria-label="levels over time" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
-             f'<line x1="{pad}" y1="{height - pad}" x2="{width - 10}" y2="{height - pad}" stroke="#999"/>']
-    for offset, (key, colour) in enumerate(_MODEL_COLOURS.items()):
-        top = maturity_model(key).top
-        points = []
-        for i, item in enumerate(history):
-            level = (item.get("levels") or {}).get(key)
-            if level is None:
-                continue
-            x = pad + (i * (width - pad - 20) / max(n - 1, 1))
-            y = (height - pad) - (level / top) * (height - 2 * pad) + offset * 3  # equal levels stay visible
-            points.append(f"{x:.1f},{y:.1f}")
-        if points:
-            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2.5" points="{" ".join(points)}">'
-                         f'<title>{key}</title></polyline>')
-    first, last = history[0]["time"], history[-1]["time"]
-    parts.append(f'<text x="{pad}" y="{height - 8}" class="axis">{escape(_date(first))}</text>')
-    parts.append(f'<text x="{width - 10}" y="{height - 8}" text-anchor="end" class="axis">{escape(_date(last))}</text>')
-    parts.append(f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end" class="axis">top</text>')
-    parts.append(f'<text x="{pad - 4}" y="{height - pad}" text-anchor="end" class="axis">0</text>')
-    parts.append("</svg>")
-    legend = "".join(f"<span class='key'><i style='background:{c}'></i>{k}</span>" for k, c in _MODEL_COLOURS.items())
-    return "".join(parts) + f"<div class='legend'>{legend} <span class='meta'>level as a share of each model's top</span></div>"
+    lines = [(key, colour, maturity_model(key).top, [(item.get("levels") or {}).get(key) for item in history])
+             for key, colour in _MODEL_COLOURS.items()]
+    chart = charts.level_history([_date(item["time"]) for item in history], lines)
+    legend = "".join(f"<span class='key'><i style='background:{c}'></i>{escape(k)}</span>"
+                     for k, c in _MODEL_COLOURS.items())
+    return chart + f"<div class='legend'>{legend} <span class='meta'>level as a share of each model's top</span></div>"
 
 
 def _date(value: Any) -> str:
@@ -158,8 +116,7 @@ def to_html(doc: dict[str, Any], history: list[dict[str, Any]] | None = None) ->
            f"<p class='meta'>Assessed {e(_date(doc['time']))} from "
            f"{'rung records, files and answers' if doc['mode'] == 'project' else 'the repository files and answers'} "
            f"· rung {e(doc['rung'])} · schema {e(doc['schema'])}</p>"]
-    for note in doc["partial"]:
-        out.append(f"<div class='partial'><b>Partial result:</b> {e(note)}</div>")
+    out += [f"<div class='partial'><b>Partial result:</b> {e(note)}</div>" for note in doc["partial"]]
     out.append("<div class='cards'>")
     for m in doc["models"]:
         count = len(m["unknown"])
@@ -170,9 +127,8 @@ def to_html(doc: dict[str, Any], history: list[dict[str, Any]] | None = None) ->
     if history and len(history) > 1:
         out.append(f"<h2>History</h2>{_history_chart(history)}")
     out.append("<h2>Next steps</h2><ol>")
-    for step in doc["next_steps"]:
-        out.append(f"<li><b>{e(step['title'])}</b>: {_code(step['next_step'])} "
-                   f"<span class='meta'>(unblocks {e(', '.join(step['unblocks']))})</span></li>")
+    out += [f"<li><b>{e(step['title'])}</b>: {_code(step['next_step'])} "
+            f"<span class='meta'>(unblocks {e(', '.join(step['unblocks']))})</span></li>" for step in doc["next_steps"]]
     out.append("</ol>")
     for m in doc["models"]:
         out.append(f"<h2 id='model-{e(m['model'])}'>{e(m['title'])}: {e(level_text(m))}</h2>")
@@ -183,9 +139,8 @@ def to_html(doc: dict[str, Any], history: list[dict[str, Any]] | None = None) ->
                        "Answer them with <code>--answers FILE</code>.</p>")
         if m["gaps"]:
             out.append("<p>What stops the next level:</p><ul>")
-            for g in m["gaps"]:
-                out.append(f"<li><b>{e(g['title'])}</b> ({e(g['dimension'])}, level {g['level']}, "
-                           f"{_badge(g['status'])}): {_code(g['next_step'])}</li>")
+            out += [f"<li><b>{e(g['title'])}</b> ({e(g['dimension'])}, level {g['level']}, "
+                    f"{_badge(g['status'])}): {_code(g['next_step'])}</li>" for g in m["gaps"]]
             out.append("</ul>")
     out.append("<h2>Criteria and evidence</h2><table><tr><th>criterion</th><th>status</th><th>confidence</th>"
                "<th>found</th><th>evidence</th></tr>")

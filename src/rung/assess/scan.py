@@ -302,9 +302,9 @@ def _read_signals(scan: Scan, path: Path, rel: str, name: str) -> None:
     code = name.endswith((".py", ".ipynb"))
     found = {signal for signal, pairs in _LITERALS
              if not (code and signal in CONFIG_ONLY) and any(w in words and t in head for w, t in pairs)}
-    if (b"assert" in words and not words.isdisjoint(_GATE_WORDS)) or b"certify" in words or b"deepchecks" in words:
-        if _GATE.search(head.decode("utf-8", errors="replace")):
-            found.add("gate")
+    gate_words = (b"assert" in words and not words.isdisjoint(_GATE_WORDS)) or b"certify" in words or b"deepchecks" in words
+    if gate_words and _GATE.search(head.decode("utf-8", errors="replace")):
+        found.add("gate")
     if name.startswith("requirements") and _PINNED.search(head.decode("utf-8", errors="replace")):
         found.add("pinned")
     for signal in found:

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rung.cli import assess as _assess
 from rung.cli import certify as _certify
 from rung.cli import deliver as _deliver
+from rung.cli import demo as _demo
 from rung.cli import drift as _drift
 from rung.cli import loop as _loop
 from rung.cli import models as _models
@@ -44,6 +45,7 @@ def _root(
 
 
 _project.register(app)
+_demo.register(app)
 _models.register(app)
 _certify.register(app)
 _serve.register(app)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
+from rung.cli.context import PROJECT_OPTION
 from rung.cli.output import console, err_console, print_json
-from rung.cli.project import PROJECT_OPTION
 
 __all__ = ["register"]
 
@@ -23,16 +23,16 @@ def register(app: typer.Typer) -> None:
 
 
 def assess(
-    repo: Optional[Path] = typer.Option(None, "--repo", help="Assess any repository from its files (rung or not)."),
-    answers: Optional[Path] = typer.Option(None, "--answers", help="YAML answers for what code cannot show (people, process)."),
+    repo: Path | None = typer.Option(None, "--repo", help="Assess any repository from its files (rung or not)."),
+    answers: Path | None = typer.Option(None, "--answers", help="YAML answers for what code cannot show (people, process)."),
     ask: bool = typer.Option(False, "--ask", help="Ask the unanswered people and process questions (saved to --answers FILE)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, json, md or html."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the report to this file."),
     history: bool = typer.Option(False, "--history", help="How the levels moved over the stored assessments."),
     list_criteria: bool = typer.Option(False, "--list", help="Print the models' criteria and their ids, then exit."),
     budget: float = typer.Option(8.0, "--budget", min=0.5, help="Seconds the file scan may take before it stops (partial)."),
     save: bool = typer.Option(True, "--save/--no-save", help="Keep the result for --history."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
 ) -> None:
     """Where the team stands on the Azure, Google, AWS and GigaOm maturity models, the evidence, and what to do next."""
     from rung.assess import assessment as api
@@ -81,7 +81,7 @@ def assess(
             output.write_text(_json_text(doc), encoding="utf-8")
 
 
-def _open_project(project_dir: Optional[Path]) -> Any:
+def _open_project(project_dir: Path | None) -> Any:
     from rung.errors import AssessError, ProjectNotFound
     from rung.project import Project
 
@@ -97,7 +97,7 @@ def _json_text(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, default=str) + "\n"
 
 
-def _emit(text: str, output: Optional[Path]) -> None:
+def _emit(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
     else:

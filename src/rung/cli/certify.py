@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from rung.cli.context import JSON_OPTION, PROJECT_OPTION, open_project
 from rung.cli.output import console, err_console, fmt_metric, print_json
-from rung.cli.project import JSON_OPTION, PROJECT_OPTION, open_project
 
 if TYPE_CHECKING:
     from rung.certify import CertificationReport
@@ -67,15 +67,16 @@ def certify(
     skip_tests: bool = typer.Option(False, "--skip-tests", help="Do not run the project's own pytest tests."),
 ) -> None:
     """Gate a version: integrity, thresholds, vs champion, slices, latency, schema, tests, behaviour."""
+    from rung.certify import certify as certify_version
     from rung.errors import CertificationError, RungError
 
     try:
         project = open_project(project_dir)
         if as_json:
-            report = project.certify(ref, actor="cli", skip_tests=skip_tests)
+            report = certify_version(project, ref, actor="cli", skip_tests=skip_tests)
         else:
             with err_console.status(f"certifying {ref}"):
-                report = project.certify(ref, actor="cli", skip_tests=skip_tests)
+                report = certify_version(project, ref, actor="cli", skip_tests=skip_tests)
     except CertificationError:
         raise
     except RungError as exc:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
+from rung.cli.context import JSON_OPTION, PROJECT_OPTION, open_project
 from rung.cli.output import console, fmt_time, print_json
-from rung.cli.project import JSON_OPTION, PROJECT_OPTION, open_project
 
 __all__ = ["register"]
 
@@ -25,10 +25,10 @@ def register(app: typer.Typer) -> None:
 
 def deploy(
     ref: str = typer.Argument(..., help="NAME:VERSION, e.g. churn:3."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="direct, canary, ab or shadow (default: deploy.strategy)."),
+    strategy: str | None = typer.Option(None, "--strategy", help="direct, canary, ab or shadow (default: deploy.strategy)."),
     force: bool = typer.Option(False, "--force", help="Deploy without a passing certification (recorded)."),
-    reason: Optional[str] = typer.Option(None, "--reason", help="Why, for the record."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    reason: str | None = typer.Option(None, "--reason", help="Why, for the record."),
+    project_dir: Path | None = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Roll out a certified version; the controller moves it along and promotes or rolls it back."""
@@ -47,18 +47,18 @@ def deploy(
     console.print("The controller (`rung controller`, or `rung up`) carries it on; follow it with `rung status`.")
 
 
-def status(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
+def status(project_dir: Path | None = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Models, their traffic, and each rollout's step and latest evidence."""
     from rich.table import Table
 
     from rung.delivery.rollout import current
+    from rung.delivery.routing import RoutingTable
     from rung.serving.control import deployment_dict
-    from rung.serving.routing import RoutingTable
 
     project = open_project(project_dir)
     by_model: dict[str, list[Any]] = {}
-    for d in project.store.deployments(limit=1000):
-        by_model.setdefault(d.model, []).append(d)
+    for deployment in project.store.deployments(limit=1000):
+        by_model.setdefault(deployment.model, []).append(deployment)
     rollouts = {m: current(found) for m, found in by_model.items()}
     tables = {r.model: RoutingTable.from_record(r) for r in project.store.routes()}
     aliases = project.tracking.aliases()
@@ -91,8 +91,8 @@ def status(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSON_OP
 
 def rollback(
     name: str = typer.Argument(..., help="Model name."),
-    reason: Optional[str] = typer.Option(None, "--reason", help="Why, for the record."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    reason: str | None = typer.Option(None, "--reason", help="Why, for the record."),
+    project_dir: Path | None = PROJECT_OPTION,
 ) -> None:
     """All traffic back to the previous champion now (the controller applies it within a tick)."""
     from rung.delivery.controller import Controller
@@ -104,7 +104,7 @@ def rollback(
     console.print(f"Rolled back {done.ref}: all traffic to {done.model}:{done.baseline}.")
 
 
-def approve(name: str = typer.Argument(..., help="Model name."), project_dir: Optional[Path] = PROJECT_OPTION) -> None:
+def approve(name: str = typer.Argument(..., help="Model name."), project_dir: Path | None = PROJECT_OPTION) -> None:
     """Promote a rollout that passed its analysis and waits for approval (deploy.approval: required)."""
     from rung.delivery.controller import Controller
     from rung.delivery.rollout import approve as promote
@@ -117,8 +117,8 @@ def approve(name: str = typer.Argument(..., help="Model name."), project_dir: Op
 
 def history(
     name: str = typer.Argument(..., help="Model name."),
-    request: Optional[str] = typer.Option(None, "--request", help="Which version answered this request id (REQ#3: row 3 of it)."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    request: str | None = typer.Option(None, "--request", help="Which version answered this request id (REQ#3: row 3 of it)."),
+    project_dir: Path | None = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Which version served which share of traffic, when, and why; or who answered one request."""
@@ -180,7 +180,7 @@ def controller(
     lease: float = typer.Option(15.0, "--lease", min=0.5,
                                 help="Seconds the lease lasts without renewal; another controller takes over after it."),
     once: bool = typer.Option(False, "--once", help="One pass, then exit."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
 ) -> None:
     """Run the reconciling controller: judge rollouts, move traffic, promote or roll back."""
     from rung.delivery.controller import Controller
@@ -210,7 +210,7 @@ def feedback_import(
     file: Path = typer.Argument(..., help="CSV or Parquet with columns request_id and value."),
     lookback_days: float = typer.Option(7.0, "--lookback-days", min=0,
                                         help="How many days of the request log to look the ids up in."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Record feedback in bulk: accepted, duplicates (no change), conflicts, and ids not (yet) in the request log."""

@@ -10,7 +10,7 @@ missing or unreadable, an unknown format, no column in common).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -19,7 +19,8 @@ from rung.cli.output import console, err_console, print_json
 if TYPE_CHECKING:
     import pandas as pd
 
-    from rung.monitor.drift import DriftReport, DriftSettings
+    from rung.config.drift import DriftSettings
+    from rung.monitor.drift import DriftReport
 
 __all__ = ["register", "read_frame", "show_report"]
 
@@ -100,11 +101,11 @@ def drift(
     reference: Path = typer.Argument(..., help="Reference data (training data or a known-good period): CSV or Parquet."),
     current: Path = typer.Argument(..., help="Current data (recent production inputs): CSV or Parquet."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of a table."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report to this file."),
-    method: Optional[str] = typer.Option(
+    html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML report to this file."),
+    method: str | None = typer.Option(
         None, "--method", help=f"One of {', '.join(METHOD_NAMES)}, for every feature it applies to (default: by size)."
     ),
-    threshold: Optional[float] = typer.Option(
+    threshold: float | None = typer.Option(
         None, "--threshold", min=0.0, help="Drift threshold for every feature (default: the method's)."
     ),
     features: list[str] = typer.Option([], "--feature", "-f", help="Compare only this column (repeatable)."),
@@ -118,7 +119,7 @@ def drift(
 
     if method is not None and method not in METHOD_NAMES:
         raise DriftError(f"unknown method '{method}'; use one of {', '.join(METHOD_NAMES)}")
-    from rung.monitor.drift import DriftSettings
+    from rung.config.drift import DriftSettings
 
     settings = DriftSettings(method=method, threshold=threshold, multivariate=multivariate)  # type: ignore[arg-type]
     columns = list(dict.fromkeys(features)) or None

@@ -7,15 +7,17 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
+from rung.cli.context import JSON_OPTION, PROJECT_OPTION, open_project
 from rung.cli.output import console, fmt_time, print_json
-from rung.cli.project import JSON_OPTION, PROJECT_OPTION, open_project
-from rung.timeline import ICONS, chains_of, describe
+from rung.cli.views import show_timeline
+from rung.timeline import chains_of, describe
 
-__all__ = ["register", "show_timeline", "chains_of"]
+__all__ = ["register"]
+
 
 def register(app: typer.Typer) -> None:
     for name, command in (("monitor", monitor), ("retrain", retrain), ("timeline", timeline), ("events", events),
@@ -24,16 +26,16 @@ def register(app: typer.Typer) -> None:
 
 
 def monitor(
-    name: Optional[str] = typer.Argument(None, help="The model (default: the project's)."),
+    name: str | None = typer.Argument(None, help="The model (default: the project's)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Check the windows closed since the last look first."),
     last: int = typer.Option(7, "--last", "-n", min=1, help="How many windows to show per version."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Drift, data quality, live and estimated performance and ops of each served version, window by window."""
     from rich.table import Table
 
-    from rung.delivery.clock import SYSTEM
+    from rung.clock import SYSTEM
     from rung.monitor.windows import Monitor
 
     project = open_project(project_dir)
@@ -67,13 +69,13 @@ def monitor(
 
 def retrain(
     reason: str = typer.Option(..., "--reason", help="Why, for the record (e.g. 'new labelled data from finance')."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Retrain now: run ▸ certify ▸ roll out with the configured strategy (cooldowns do not apply; one at a time)."""
-    from rung.delivery.clock import SYSTEM
+    from rung.clock import SYSTEM
     from rung.triggers.retrain import retrain as run_chain
-    from rung.triggers.settings import TriggerReason
+    from rung.triggers.decision import TriggerReason
 
     project = open_project(project_dir)
     record = run_chain(project, TriggerReason.manual(reason), clock=SYSTEM, actor="cli", manual=True)
@@ -96,9 +98,9 @@ def _say_retrain(record: Any) -> None:
 
 
 def timeline(
-    name: Optional[str] = typer.Argument(None, help="The model (default: the project's)."),
+    name: str | None = typer.Argument(None, help="The model (default: the project's)."),
     last: int = typer.Option(3, "--last", "-n", min=1, help="How many retraining chains to show."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Each retraining's causal chain: trigger ▸ run ▸ version ▸ certification ▸ rollout steps ▸ decision."""
@@ -116,21 +118,12 @@ def timeline(
         show_timeline(record, evs)
 
 
-def show_timeline(record: Any, evs: list[Any]) -> None:
-    from rich.tree import Tree
-
-    tree = Tree(f"[bold]{record.model}[/] retraining {record.id[:8]} · {record.trigger} · {record.status}")
-    for e in evs:
-        tree.add(f"{ICONS.get(e.kind, '•')} [dim]{fmt_time(e.time)}[/] [bold]{e.kind}[/] {describe(e)}")
-    console.print(tree)
-
-
 def events(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events as they happen (Ctrl-C stops)."),
     last: int = typer.Option(20, "--last", "-n", min=1, help="How many past events to show first."),
-    subject: Optional[str] = typer.Option(None, "--subject", help="Only events about this model or version."),
+    subject: str | None = typer.Option(None, "--subject", help="Only events about this model or version."),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between looks when following."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The event log: who did what, when and why (one JSON object per line with --json)."""
@@ -163,7 +156,7 @@ def events(
 def scheduler(
     interval: float = typer.Option(30.0, "--interval", help="Seconds between ticks."),
     once: bool = typer.Option(False, "--once", help="One tick, then exit."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
 ) -> None:
     """Run the scheduler alone: monitoring windows, alerts, retraining triggers (one per database holds the lease)."""
     from rung.triggers.scheduler import Scheduler
@@ -184,13 +177,13 @@ def scheduler(
 
 
 def up(
-    host: Optional[str] = typer.Option(None, "--host", help="Gateway address (default serve.host, 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Gateway port (default serve.port, 8700)."),
+    host: str | None = typer.Option(None, "--host", help="Gateway address (default serve.host, 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", help="Gateway port (default serve.port, 8700)."),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between controller passes."),
     schedule_interval: float = typer.Option(30.0, "--schedule-interval", help="Seconds between scheduler ticks."),
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the dashboard too (ui.port, 8701)."),
-    ui_port: Optional[int] = typer.Option(None, "--ui-port", help="Dashboard port (default ui.port, 8701)."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    ui_port: int | None = typer.Option(None, "--ui-port", help="Dashboard port (default ui.port, 8701)."),
+    project_dir: Path | None = PROJECT_OPTION,
 ) -> None:
     """Gateway + controller + scheduler (+ dashboard) for this project, in one process; Ctrl-C stops everything."""
     from contextlib import nullcontext

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
+from rung.cli.context import JSON_OPTION, PROJECT_OPTION, open_project
 from rung.cli.output import console, fmt_duration, fmt_metric, print_json
-from rung.cli.project import JSON_OPTION, PROJECT_OPTION, open_project, step_progress
+from rung.cli.progress import step_progress
+from rung.cli.views import show_models
 
 if TYPE_CHECKING:
     from rung.project import Project
 
-__all__ = ["register", "show_models", "show_lineage"]
-
-KEY_METRICS = {"classification": ("roc_auc", "accuracy"), "regression": ("rmse", "r2")}
-
+__all__ = ["register", "show_lineage"]
 
 def register(app: typer.Typer) -> None:
     app.command("models")(models)
@@ -24,33 +23,7 @@ def register(app: typer.Typer) -> None:
     app.command("reproduce")(reproduce)
 
 
-def show_models(project: Project) -> None:
-    from rich.table import Table
-
-    rows = project.models()
-    table = Table(title="Registered models")
-    metric_names = list(KEY_METRICS[project.settings.task])
-    primary = project.settings.evaluate.primary_metric
-    if primary and primary not in metric_names:
-        metric_names.insert(0, primary)
-    for column in ("model", "version", "aliases", "flavor", *metric_names, "run", "created"):
-        table.add_column(column, justify="right" if column in metric_names or column == "version" else "left")
-    for row in rows:
-        table.add_row(
-            row["name"],
-            str(row["version"]),
-            ", ".join(f"@{a}" for a in row["aliases"]) or "-",
-            row["flavor"],
-            *(fmt_metric(row["metrics"].get(m, "-")) for m in metric_names),
-            row["run_id"][:8],
-            row["created_at"][:16].replace("T", " "),
-        )
-    console.print(table)
-    if not rows:
-        console.print("No registered models yet: [bold]rung run[/] registers one.")
-
-
-def models(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
+def models(project_dir: Path | None = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Registered models and versions, with aliases and key metrics."""
     project = open_project(project_dir)
     if as_json:
@@ -87,7 +60,7 @@ def show_lineage(project: Project, ref: str) -> None:
 
 def lineage(
     ref: str = typer.Argument(..., help="NAME:VERSION, e.g. churn:1"),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Data snapshot ▸ code commit ▸ params ▸ environment ▸ run ▸ model version."""
@@ -100,7 +73,7 @@ def lineage(
 
 def reproduce(
     ref: str = typer.Argument(..., help="NAME:VERSION, e.g. churn:1"),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
     tolerance: float = typer.Option(1e-6, "--tolerance", min=0.0, help="Allowed relative difference per metric."),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from rung.cli.context import JSON_OPTION, PROJECT_OPTION, open_project
 from rung.cli.output import console, fmt_time, print_json
-from rung.cli.project import JSON_OPTION, PROJECT_OPTION, open_project
 
 __all__ = ["register"]
 
@@ -23,9 +22,9 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    project_dir: Optional[Path] = PROJECT_OPTION,
-    host: Optional[str] = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1: this machine only)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port (default 8700)."),
+    project_dir: Path | None = PROJECT_OPTION,
+    host: str | None = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1: this machine only)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default 8700)."),
 ) -> None:
     """Serve the project's models over HTTP (OIP v2 and MLflow scoring), routed by the routing tables."""
     from rung.serving.server import run_gateway
@@ -34,11 +33,11 @@ def serve(
     run_gateway(project, host=host, port=port)
 
 
-def routes(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
+def routes(project_dir: Path | None = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
     """The routing tables: which versions serve which share of traffic."""
     from rich.table import Table
 
-    from rung.serving.routing import RoutingTable
+    from rung.delivery.routing import RoutingTable
 
     project = open_project(project_dir)
     tables = [RoutingTable.from_record(r) for r in project.store.routes()]
@@ -64,7 +63,7 @@ def routes(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSON_OP
 def token_create(
     role: str = typer.Option(..., "--role", help="viewer, deployer or admin."),
     name: str = typer.Option("", "--name", help="A label to recognise the token by."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create an API token. It is printed once and only its hash is kept."""
@@ -80,7 +79,7 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
+def token_list(project_dir: Path | None = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
     """API tokens (ids, names, roles; never the secrets)."""
     from rich.table import Table
 
@@ -98,7 +97,7 @@ def token_list(project_dir: Optional[Path] = PROJECT_OPTION, as_json: bool = JSO
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: str = typer.Argument(..., help="The token's id."), project_dir: Optional[Path] = PROJECT_OPTION) -> None:
+def token_revoke(token_id: str = typer.Argument(..., help="The token's id."), project_dir: Path | None = PROJECT_OPTION) -> None:
     """Revoke a token: the control API refuses it at once, prediction and feedback routes within a second."""
     from rung.errors import NotFound
     from rung.serving.auth import revoke_token

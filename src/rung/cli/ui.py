@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from rung.cli.context import PROJECT_OPTION, open_project
 from rung.cli.output import console
-from rung.cli.project import PROJECT_OPTION, open_project
 
 __all__ = ["register"]
 
@@ -18,9 +17,9 @@ def register(app: typer.Typer) -> None:
 
 
 def ui(
-    host: Optional[str] = typer.Option(None, "--host", help="Interface (default ui.host, 127.0.0.1: this machine only)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port (default ui.port, 8701)."),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    host: str | None = typer.Option(None, "--host", help="Interface (default ui.host, 127.0.0.1: this machine only)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default ui.port, 8701)."),
+    project_dir: Path | None = PROJECT_OPTION,
 ) -> None:
     """The operations dashboard in the browser: overview, models, monitoring, timeline, maturity, actions."""
     from rung.ui import serve_ui

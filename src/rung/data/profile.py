@@ -41,7 +41,7 @@ def reference_profile(frame: pd.DataFrame, *, target: str | None = None) -> dict
                     "kind": "numeric",
                     "mean": float(numbers.mean()),
                     "std": float(numbers.std()),
-                    "quantiles": {str(q): float(v) for q, v in zip(QUANTILES, np.quantile(numbers, QUANTILES))},
+                    "quantiles": {str(q): float(v) for q, v in zip(QUANTILES, np.quantile(numbers, QUANTILES), strict=False)},
                     "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
                 }
             else:

@@ -92,7 +92,7 @@ def read_source(source: Any, root: Path) -> pd.DataFrame:
     import sqlalchemy as sa
 
     from rung.optional import require_sql_driver
-    from rung.store.sql import normalise_url
+    from rung.store import normalise_url
 
     url = normalise_url(source.url)
     require_sql_driver(url, purpose="a PostgreSQL data source")

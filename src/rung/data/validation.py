@@ -14,7 +14,6 @@ sample values.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,8 +132,8 @@ def validate_frame(
     ]
     if target is not None:
         checks.append(_column_present("target column present", target, frame, expected=target))
-    for column in slice_columns:
-        checks.append(_column_present("slice column present", column, frame, expected="a column named in evaluate.slices"))
+    checks += [_column_present("slice column present", column, frame, expected="a column named in evaluate.slices")
+               for column in slice_columns]
     frame, non_numeric = _read_numbers(frame, schema, sample_n)
     checks.extend(non_numeric)
     try:
@@ -227,7 +226,7 @@ def _schema_failures(cases: pd.DataFrame, sample_n: int) -> list[Check]:
                 column=None if column is None else str(column),
                 passed=False,
                 failures=len(group),
-                samples=_plain([{"row": r, "value": v} for r, v in zip(rows, values)] if rows else values),
+                samples=_plain([{"row": r, "value": v} for r, v in zip(rows, values, strict=False)] if rows else values),
             )
         )
     return out

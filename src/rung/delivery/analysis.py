@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from rung.config import AbSettings, CanarySettings, Guardrails, ShadowSettings
-from rung.delivery.sequential import ArmStats, jensen_shannon, jensen_shannon_counts, msprt
+from rung.delivery.sequential import ArmStats, msprt, quantile_bins
+from rung.monitor.stats import js_distance
 
 __all__ = ["Arm", "Verdict", "arms", "guardrails", "early_failure", "ab_decision", "shadow_checks", "setting"]
 
@@ -232,14 +233,14 @@ def _divergence(candidate: Arm, champion: Arm, rules: Guardrails, permutations: 
         a, b = codes[:len(a)], codes[len(a):]
 
         def distance(x: np.ndarray, y: np.ndarray) -> float:
-            return jensen_shannon_counts(np.bincount(x, minlength=len(classes)), np.bincount(y, minlength=len(classes)))
+            return js_distance(np.bincount(x, minlength=len(classes)), np.bincount(y, minlength=len(classes)), base=2)
 
         what = f"Jensen-Shannon distance of the predicted classes ({len(classes)} classes)"
     else:
         bins = int(min(20, max(4, min(len(a), len(b)) // 10)))
 
         def distance(x: np.ndarray, y: np.ndarray) -> float:
-            return jensen_shannon(x, y, bins=bins)
+            return js_distance(*quantile_bins(x, y, bins=bins), base=2)
 
         what = f"Jensen-Shannon distance of the prediction scores ({bins} bins)"
     observed = distance(a, b)

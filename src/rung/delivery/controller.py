@@ -39,9 +39,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from rung.clock import SYSTEM, Clock
 from rung.config import AbSettings, CanarySettings, ShadowSettings
 from rung.delivery import analysis
-from rung.delivery.clock import SYSTEM, Clock
 from rung.delivery.judgement import judge_canary
 from rung.delivery.rollout import apply_aliases, apply_routing, current, move
 from rung.errors import LeaseLost, StaleDeployment, StaleRoute
@@ -55,20 +55,27 @@ __all__ = ["Controller", "LEASE"]
 LEASE = "controller"
 log = logging.getLogger(__name__)
 
+# Where a window's requests come from: (project, model, since, until) -> request-log rows with their feedback ``value``.
+Requests = Callable[["Project", str, datetime, datetime], list[dict[str, Any]]]
+
 
 class Controller:
     """Reconciles the rollouts of one project's store.
 
     ``hook`` is called at each point where a crash would leave the most
     work half done (after a move, after a routing change, after aliases);
-    tests use it to kill the controller there.
+    tests use it to kill the controller there. ``requests(project, model,
+    since, until)`` gives the logged requests a window is judged on
+    (default: :func:`rung.monitor.logreader.request_window`, the Parquet
+    request log with feedback joined); tests hand it rows directly.
     """
 
     def __init__(self, project: Project, *, clock: Clock = SYSTEM, holder: str | None = None, lease_s: float = 15.0,
-                 hook: Callable[[str], None] | None = None) -> None:
+                 hook: Callable[[str], None] | None = None, requests: Requests | None = None) -> None:
         self.project = project
         self.store = project.store
         self.clock = clock
+        self.requests = requests
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.lease_s = lease_s
         self.hook = hook or (lambda point: None)
@@ -149,11 +156,13 @@ class Controller:
         return self._shadow(deployment)
 
     def _window(self, deployment: Deployment, *, shadow: bool = False) -> tuple[analysis.Arm, analysis.Arm, dict[str, Any]]:
-        from rung.monitor.logreader import request_window  # the Parquet request log, with feedback joined
+        if self.requests is None:
+            from rung.monitor.logreader import request_window  # the Parquet request log, with feedback joined
 
+            self.requests = request_window
         now = self.clock.now()
         since = deployment.step_started_at
-        rows = request_window(self.project, deployment.model, since, now)
+        rows = self.requests(self.project, deployment.model, since, now)
         candidate, champion = analysis.arms(rows, deployment.version, deployment.baseline,
                                             outcome=deployment.plan["outcome"], shadow=shadow)
         return candidate, champion, {"since": since.isoformat(), "until": now.isoformat()}
@@ -255,15 +264,15 @@ class Controller:
             return
         now = self.clock.now()
         self._registry = None
-        for model, deployment in newest.items():
-            assert deployment is not None
+        for latest in newest.values():
+            assert latest is not None
             self._hold()
             try:
-                if apply_routing(self.project, deployment, actor="controller", now=now, fence=self._fence()):
+                if apply_routing(self.project, latest, actor="controller", now=now, fence=self._fence()):
                     self.hook("routed")
             except StaleRoute:
                 continue  # someone else wrote it: next tick compares again
-            apply_aliases(self.project, deployment, now=now, registry=self._aliases)
+            apply_aliases(self.project, latest, now=now, registry=self._aliases)
             self.hook("aliased")
 
     def _aliases(self) -> dict[str, dict[str, int]]:

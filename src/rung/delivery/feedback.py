@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rung.delivery.clock import SYSTEM, Clock
+from rung.clock import SYSTEM, Clock
 from rung.errors import ConfigError, DataError
 from rung.store import MetadataStore
 
@@ -43,24 +43,26 @@ def parse_items(body: Any) -> list[tuple[str, float]]:
     """``{"request_id", "value"}`` or ``{"feedback": [...]}`` → pairs; :class:`ConfigError` names the bad field."""
     items = body.get("feedback") if isinstance(body, dict) and "feedback" in body else [body]
     if not isinstance(items, list) or not items:
-        raise ConfigError("feedback: a non-empty list of {request_id, value} objects")
+        raise ConfigError("feedback: a non-empty list of {request_id, value} objects", field="feedback")
     if len(items) > MAX_ITEMS:
-        raise ConfigError(f"feedback: at most {MAX_ITEMS:,} items per call")
+        raise ConfigError(f"feedback: at most {MAX_ITEMS:,} items per call", field="feedback")
     pairs = []
     for i, item in enumerate(items):
         where = "" if len(items) == 1 and "feedback" not in (body or {}) else f"feedback[{i}]."
         if not isinstance(item, dict):
-            raise ConfigError(f"{where or 'body'}: expected an object with request_id and value")
+            raise ConfigError(f"{where or 'body'}: expected an object with request_id and value", field=where.rstrip(".") or "body")
         unknown = set(item) - {"request_id", "value"}
         if unknown:
-            raise ConfigError(f"{where}{sorted(unknown)[0]}: unknown field (expected request_id and value)")
+            raise ConfigError(f"{where}{sorted(unknown)[0]}: unknown field (expected request_id and value)",
+                              field=f"{where}{sorted(unknown)[0]}")
         request_id, value = item.get("request_id"), item.get("value")
         if not isinstance(request_id, str) or not 0 < len(request_id) <= 128:
-            raise ConfigError(f"{where}request_id: a request id as returned by the gateway (1-128 characters)")
+            raise ConfigError(f"{where}request_id: a request id as returned by the gateway (1-128 characters)",
+                              field=f"{where}request_id")
         if isinstance(value, bool):
             value = float(value)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{where}value: a finite number (the true label, value or reward)")
+            raise ConfigError(f"{where}value: a finite number (the true label, value or reward)", field=f"{where}value")
         pairs.append((request_id, float(value)))
     return pairs
 
@@ -94,4 +96,4 @@ def read_file(path: Path) -> list[tuple[str, float]]:
     bad = values.isna() | frame["request_id"].isna()
     if bad.any():
         raise DataError(f"{path}: row {int(bad.idxmax()) + 2} has no request_id or a value that is not a number")
-    return list(zip(frame["request_id"].astype(str), values.astype(float)))
+    return list(zip(frame["request_id"].astype(str), values.astype(float), strict=True))

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from rung.delivery.clock import SYSTEM, Clock
+from rung.clock import SYSTEM, Clock
 from rung.errors import ConfigError, DeployRefused, StaleRoute
 from rung.store import Deployment, Fence
 
@@ -62,7 +62,7 @@ def deploy(project: Project, ref: str, *, strategy: str | None = None, force: bo
     settings = project.settings.deploy
     strategy = strategy or settings.strategy
     if strategy not in STRATEGIES:
-        raise ConfigError(f"strategy: '{strategy}' is not one of {', '.join(STRATEGIES)}")
+        raise ConfigError(f"strategy: '{strategy}' is not one of {', '.join(STRATEGIES)}", field="strategy")
     report = certification(project, record.ref)
     certified = bool(report and report.get("certified"))
     if not certified and not force:
@@ -144,7 +144,7 @@ def apply_routing(project: Project, deployment: Deployment, *, actor: str, now: 
     A compare-and-set on the table's revision: :class:`~rung.errors.StaleRoute`
     when another writer changed it since it was read.
     """
-    from rung.serving.routing import RoutingTable, set_routing
+    from rung.delivery.routing import RoutingTable, set_routing
 
     wanted = desired_routing(deployment, now)
     stored = project.store.route(deployment.model)

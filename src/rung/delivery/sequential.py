@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["ArmStats", "SequentialResult", "jensen_shannon", "jensen_shannon_counts", "log_lambda", "msprt"]
+__all__ = ["ArmStats", "SequentialResult", "log_lambda", "msprt", "quantile_bins"]
 
 Decision = Literal["b_better", "a_better", "continue"]
 
@@ -150,13 +150,13 @@ def msprt(
                             alpha, tau, min_samples, reason)
 
 
-def jensen_shannon(a_values: ArrayLike, b_values: ArrayLike, bins: int = 20) -> float:
-    """Jensen-Shannon distance (base 2, in [0, 1]) between two samples of scores.
+def quantile_bins(a_values: ArrayLike, b_values: ArrayLike, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Both samples of scores histogrammed on common edges at quantiles of the pooled sample.
 
-    Used by canary checks to see whether a regressor's predictions are
-    distributed like the champion's. Both samples are histogrammed on common
-    edges at quantiles of the pooled sample, so bins follow the data's scale;
-    ties merge edges. Samples an edge separates give 1; all values equal give 0.
+    Canary checks compare a regressor's predictions with the champion's by
+    passing these counts to :func:`rung.monitor.stats.js_distance` in base 2
+    (distances in [0, 1]). Quantile edges follow the data's scale; ties merge
+    edges, and all values equal make one bin (distance 0).
     """
     a = np.asarray(a_values, dtype=float).ravel()
     b = np.asarray(b_values, dtype=float).ravel()
@@ -169,26 +169,5 @@ def jensen_shannon(a_values: ArrayLike, b_values: ArrayLike, bins: int = 20) -> 
         raise ValueError("a_values and b_values must be finite")
     edges = np.unique(np.quantile(pooled, np.linspace(0.0, 1.0, bins + 1)))
     if edges.size < 2:
-        return 0.0
-    return jensen_shannon_counts(np.histogram(a, edges)[0], np.histogram(b, edges)[0])
-
-
-def jensen_shannon_counts(a_counts: ArrayLike, b_counts: ArrayLike) -> float:
-    """Jensen-Shannon distance (base 2, in [0, 1]) between two categorical distributions given as counts per category.
-
-    For classifiers, the counts are how often each arm predicted each class:
-    the distance then measures a difference in decisions, whatever the
-    models' confidence (a sharper, better model is not "different").
-    """
-    p_counts = np.asarray(a_counts, dtype=float).ravel()
-    q_counts = np.asarray(b_counts, dtype=float).ravel()
-    if p_counts.shape != q_counts.shape or p_counts.sum() <= 0 or q_counts.sum() <= 0:
-        raise ValueError("a_counts and b_counts must be non-empty counts over the same categories")
-    p, q = p_counts / p_counts.sum(), q_counts / q_counts.sum()
-    m = (p + q) / 2
-
-    def kl(x: np.ndarray) -> float:
-        nz = x > 0  # m > 0 wherever x > 0
-        return float(np.sum(x[nz] * np.log2(x[nz] / m[nz])))
-
-    return min(1.0, math.sqrt(max(0.0, (kl(p) + kl(q)) / 2)))
+        return np.array([a.size]), np.array([b.size])
+    return np.histogram(a, edges)[0], np.histogram(b, edges)[0]

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DemoResult", "run_demo", "loop_gap", "DEMO_SETTINGS", "START"]
 
-START = datetime(2026, 3, 2, tzinfo=timezone.utc)  # a Monday
+START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 SLOTS_PER_DAY = 6  # traffic arrives in 4-hour slots; the controller looks after each
 ROWS_PER_REQUEST = 10  # the team's app scores customers in small batches
 DATA_WINDOW_DAYS = 3  # the warehouse export the pipeline trains on: the last three days of labelled customers
@@ -183,10 +183,10 @@ class Traffic:
         keys = [f"batch-{frame['day'].iloc[0]}-{frame.index[i]}" for i in range(0, len(rows), ROWS_PER_REQUEST)]
         answers = list(self.pool.map(self._one, keys, batches))
         ids: list[str | None] = []
-        for batch, (rid, status) in zip(batches, answers):
+        for batch, (rid, status) in zip(batches, answers, strict=False):
             ok = status == 200 and rid is not None
             self.failed += 0 if ok else 1
-            ids += [feedback_id(rid, n) if ok else None for n in range(len(batch))]
+            ids += [feedback_id(rid, n) if rid is not None and ok else None for n in range(len(batch))]
         return ids
 
     def feedback(self, pairs: list[tuple[str, int]]) -> None:
@@ -223,7 +223,8 @@ def prepare(root: Path, scenario: Scenario) -> Path:
 def run_demo(root: Path, *, days: int = 20, scenario: Scenario | None = None,
              on_event: Callable[[str, dict[str, Any]], None] | None = None) -> DemoResult:
     """Play ``days`` simulated days from nothing; ``on_event(kind, data)`` reports progress (day, alert, retrain, ...)."""
-    from rung.delivery.clock import ManualClock
+    from rung.certify import certify
+    from rung.clock import ManualClock
     from rung.delivery.controller import Controller
     from rung.delivery.rollout import deploy
     from rung.project import Project
@@ -242,7 +243,7 @@ def run_demo(root: Path, *, days: int = 20, scenario: Scenario | None = None,
     try:
         first = project.run(trigger="demo")
         ref = f"{project.settings.model_name}:{first.run.model_version}"
-        report = project.certify(ref, actor="demo", clock=clock)
+        report = certify(project, ref, actor="demo", clock=clock)
         result.v1_failed = [c.name for c in report.failed]
         emit("v1", {"ref": ref, "certified": report.certified, "failed": result.v1_failed,
                     "metrics": first.run.metrics.get("overall", {})})
@@ -264,7 +265,7 @@ def run_demo(root: Path, *, days: int = 20, scenario: Scenario | None = None,
                         _deliver_labels(pending, clock.now(), traffic, warehouse)
                         ids = traffic.score(part)
                         result.requests += len(part)
-                        pairs = [(rid, int(y)) for rid, y in zip(ids, part[TARGET]) if rid is not None]
+                        pairs = [(rid, int(y)) for rid, y in zip(ids, part[TARGET], strict=False) if rid is not None]
                         pending.append((clock.now() + LABEL_DELAY, pairs, part))
                         _flush(gateway)
                         controller.tick()

@@ -26,14 +26,14 @@ from the two sorted arrays.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from rung.config.drift import METHODS, DriftSettings, Method
 from rung.errors import DriftError
 from rung.monitor import stats
 
@@ -42,84 +42,22 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "Method",
     "Kind",
-    "FeatureDrift",
-    "DriftSettings",
     "FeatureReport",
     "MultivariateResult",
     "DriftReport",
     "compare",
     "default_method",
-    "METHODS",
 ]
 
-Method = Literal["ks", "chisquare", "wasserstein", "jensenshannon", "psi"]
 Kind = Literal["numeric", "categorical"]
 
-
-@dataclass(frozen=True)
-class _MethodInfo:
-    kinds: frozenset[str]
-    threshold: float
-    p_value: bool  # drift when p < threshold; otherwise when statistic >= threshold
-
-
-METHODS: dict[str, _MethodInfo] = {
-    "ks": _MethodInfo(frozenset({"numeric"}), 0.05, True),
-    "chisquare": _MethodInfo(frozenset({"categorical"}), 0.05, True),
-    "wasserstein": _MethodInfo(frozenset({"numeric"}), 0.1, False),
-    "jensenshannon": _MethodInfo(frozenset({"numeric", "categorical"}), 0.1, False),
-    "psi": _MethodInfo(frozenset({"numeric", "categorical"}), 0.1, False),
-}
 SMALL_REFERENCE = 1000  # at most this many reference values: p-value tests (Evidently's rule)
 FEW_VALUES = 5  # a numeric column with at most this many distinct values is compared as categories
 NUMERIC_SHARE = 0.95  # a text column is numeric when this share of its values parse as numbers
 UNSEEN_LISTED = 10
 MAX_THREADS = 8  # columns compared at once; each holds its two sorted copies
 NOTE_OUT_OF_RANGE = 0.01  # below this, values beyond the reference's extremes are sampling, not news
-AUC_ALERT = 0.65  # NannyML's upper alert bound for its domain classifier
-
-
-class FeatureDrift(BaseModel):
-    """Per-feature override of the method and threshold."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Method | None = None
-    threshold: float | None = Field(default=None, ge=0)
-
-
-class DriftSettings(BaseModel):
-    """How :func:`compare` decides; every field has a default that suits most tables.
-
-    Method precedence per feature: ``features[name].method``, then the method
-    for its kind (``numeric_method``/``categorical_method``), then ``method``
-    where the feature's kind allows it (``wasserstein`` is for numbers only),
-    then the default by kind and reference size. Threshold: the feature's,
-    then ``threshold``, then the method's default (0.05 for p-values, 0.1 for
-    distances).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Method | None = None
-    numeric_method: Method | None = None
-    categorical_method: Method | None = None
-    threshold: float | None = Field(default=None, ge=0)
-    features: dict[str, FeatureDrift] = Field(default_factory=dict)
-    dataset_share: float = Field(default=0.5, gt=0, le=1)
-    multivariate: bool = True
-    max_rows_multivariate: int = Field(default=20_000, ge=50)
-    auc_threshold: float = Field(default=AUC_ALERT, gt=0.5, lt=1)
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _methods_fit_kinds(self) -> DriftSettings:
-        for kind, method in (("numeric", self.numeric_method), ("categorical", self.categorical_method)):
-            if method is not None and kind not in METHODS[method].kinds:
-                raise ValueError(f"{kind}_method {method!r} does not apply to {kind} features")
-        return self
 
 
 @dataclass(frozen=True)
@@ -341,10 +279,8 @@ def _numbers(series: pd.Series) -> tuple[np.ndarray, int]:
     import pandas as pd
 
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        if series.dtype == np.float64:
-            values = series.to_numpy()
-        else:
-            values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        as_float = series.dtype == np.float64  # already float64: no copy
+        values = series.to_numpy() if as_float else series.to_numpy(dtype=np.float64, na_value=np.nan)
         return values, 0
     missing = int(series.isna().sum())
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -431,7 +367,7 @@ def _compare_numeric(name: str, reference: pd.Series, current: pd.Series, settin
     elif method == "wasserstein":
         statistic = stats.wasserstein_norm(ref, cur, presorted=True)
     elif method == "jensenshannon":
-        statistic = stats.jensen_shannon(ref, cur, presorted=True)
+        statistic = stats.js_distance(*stats.evidently_bins(ref, cur, presorted=True), base=math.e)
     else:
         statistic = stats.psi(ref, cur, presorted=True)
     return FeatureReport(
@@ -521,7 +457,7 @@ def _decide_categorical(
         result = stats.chi_square(ref_counts, cur_counts)
         statistic, p_value = result.statistic, result.p_value
     elif method == "jensenshannon":
-        statistic = stats.jensen_shannon_categorical(ref_counts, cur_counts)
+        statistic = stats.js_distance(ref_counts, cur_counts, base=math.e)
     else:
         statistic = stats.psi_categorical(ref_counts, cur_counts)
     return FeatureReport(

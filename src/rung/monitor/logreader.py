@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from rung.clock import utc
 from rung.monitor.requestlog import FEATURE_PREFIX, RECORD_COLUMNS, feedback_id, log_root, parse_feedback_id
 
 if TYPE_CHECKING:
@@ -55,13 +56,11 @@ class RequestLogReader:
 
     def segments(self, model: str | None, since: datetime | None = None, until: datetime | None = None) -> list[Path]:
         """The segments that can hold records of ``model`` (None: every model) in ``[since, until)``."""
-        since, until = _utc(since), _utc(until)
+        since, until = utc(since), utc(until)
         out = []
         for model_dir in self._model_dirs(model):
             for day_dir, day in self._day_dirs(model_dir, since, until):
-                for path in sorted(day_dir.glob("*.parquet")):
-                    if _overlaps(path.name, day, since, until):
-                        out.append(path)
+                out += [p for p in sorted(day_dir.glob("*.parquet")) if _overlaps(p.name, day, since, until)]
         return out
 
     def _model_dirs(self, model: str | None) -> list[Path]:
@@ -97,7 +96,7 @@ class RequestLogReader:
         keeps its ``f_`` prefix.
         """
         where = ["time >= ?", "time < ?"]
-        params: list[Any] = [_utc(since), _utc(until)]
+        params: list[Any] = [utc(since), utc(until)]
         if version is not None:
             where.append("version = ?")
             params.append(int(version))
@@ -120,7 +119,7 @@ class RequestLogReader:
         import pandas as pd
 
         request, row = parse_feedback_id(request_id)
-        where, params = "request_id = ?", [request]
+        where, params = "request_id = ?", list[Any]([request])
         if request != request_id:  # one row of a multi-row request
             where, params = where + " AND row = ?", [request, row]
         days: dict[date, list[Path]] = {}
@@ -150,11 +149,11 @@ class RequestLogReader:
         files = self.segments(None, since, until)
         keys = pa.table({"fid": list(wanted), "request_id": [r for r, _ in wanted.values()],
                          "row": pa.array([n for _, n in wanted.values()], pa.int32())})
-        where, params = "NOT shadow AND time >= ?", [_utc(since)]
+        where, params = "NOT shadow AND time >= ?", [utc(since)]
         if until is not None:
-            where, params = where + " AND time < ?", [*params, _utc(until)]
+            where, params = where + " AND time < ?", [*params, utc(until)]
         frame = self._select(files, ["fid", "model"], where, params, join=("wanted", keys, "USING (request_id, row)"))
-        return dict(zip(frame["fid"], frame["model"]))
+        return dict(zip(frame["fid"], frame["model"], strict=False))
 
     # -- running a query ---------------------------------------------------------------------------
 
@@ -238,7 +237,7 @@ def request_window(project: Project, model: str, since: datetime, until: datetim
     frame = (reader or RequestLogReader(log_root(project))).window(model, since, until, columns=[])
     if frame.empty:
         return []
-    ids = [feedback_id(r, int(n)) for r, n in zip(frame["request_id"], frame["row"])]
+    ids = [feedback_id(r, int(n)) for r, n in zip(frame["request_id"], frame["row"], strict=False)]
     values = project.store.feedback_values(sorted(set(ids)))
     frame = frame.assign(request_id=ids)[list(CONTROLLER_COLUMNS)]
     rows = _records(frame)
@@ -253,10 +252,10 @@ def served(project: Project, request_id: str, *, model: str | None = None,
     frame = (reader or RequestLogReader(log_root(project))).served(request_id, model=model)
     if frame.empty:
         return []
-    ids = [feedback_id(r, int(n)) for r, n in zip(frame["request_id"], frame["row"])]
+    ids = [feedback_id(r, int(n)) for r, n in zip(frame["request_id"], frame["row"], strict=False)]
     values = project.store.feedback_values(sorted(set(ids)))
     rows = _records(frame)
-    for row, fid in zip(rows, ids):
+    for row, fid in zip(rows, ids, strict=False):
         row["feedback_id"] = fid
         row["feedback"] = values.get(fid)
     return rows
@@ -327,17 +326,10 @@ def _overlaps(name: str, day: date, since: datetime | None, until: datetime | No
     """Whether a segment named ``<first>-<last>-...`` may hold records in ``[since, until)`` (unknown names: yes)."""
     parts = name.split("-", 2)
     try:
-        first = datetime.combine(day, datetime.strptime(parts[0], "%H%M%S%f").time(), timezone.utc)
-        last = datetime.combine(day, datetime.strptime(parts[1], "%H%M%S%f").time(), timezone.utc)
+        first = datetime.combine(day, datetime.strptime(parts[0], "%H%M%S%f").time(), UTC)
+        last = datetime.combine(day, datetime.strptime(parts[1], "%H%M%S%f").time(), UTC)
     except (IndexError, ValueError):
         return True
     return (since is None or last >= since) and (until is None or first < until)
 
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
 

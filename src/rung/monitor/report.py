@@ -5,13 +5,17 @@ air-gapped laptop, so it carries no script, font or stylesheet from a CDN.
 Drifted features come first and are highlighted: that is what a reader came
 for. Each feature gets a plot of both distributions on the same axes
 (overlaid histograms for numbers, side-by-side bars for categories) next to
-the statistic and the decision.
+the statistic and the decision; :mod:`rung.charts` draws them, this module
+picks the bins and the categories.
 """
 
 from __future__ import annotations
 
 from html import escape
 from typing import TYPE_CHECKING
+
+from rung import charts
+from rung.charts import CURRENT_COLOUR, REFERENCE_COLOUR
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,9 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["html_report"]
 
-REFERENCE_COLOUR = "#4c78a8"
-CURRENT_COLOUR = "#f58518"
-WIDTH, HEIGHT, PAD = 560, 190, 34
 BINS = 30
 TOP_CATEGORIES = 20
 
@@ -177,25 +178,7 @@ def _histograms(reference: pd.Series, current: pd.Series) -> str:
     edges = np.linspace(low, high, BINS + 1)
     ref_share = np.histogram(np.clip(ref, low, high), edges)[0] / ref.size
     cur_share = np.histogram(np.clip(cur, low, high), edges)[0] / cur.size
-    top = float(max(ref_share.max(), cur_share.max(), 1e-12))
-    inner_w, inner_h = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
-    step = inner_w / BINS
-    bars = []
-    for shares, colour in ((ref_share, REFERENCE_COLOUR), (cur_share, CURRENT_COLOUR)):
-        for i, share in enumerate(shares):
-            if share <= 0:
-                continue
-            h = inner_h * share / top
-            bars.append(
-                f"<rect x='{PAD + i * step:.1f}' y='{PAD + inner_h - h:.1f}' width='{step:.1f}' height='{h:.1f}' "
-                f"fill='{colour}' fill-opacity='0.5'/>"
-            )
-    labels = (
-        f"<text x='{PAD}' y='{HEIGHT - 10}'>{escape(_tick(low))}</text>"
-        f"<text x='{WIDTH - PAD}' y='{HEIGHT - 10}' text-anchor='end'>{escape(_tick(high))}</text>"
-        f"<text x='{PAD - 4}' y='{PAD + 4}' text-anchor='end'>{top:.0%}</text>"
-    )
-    return _svg("".join(bars) + _axes() + labels)
+    return charts.overlaid_histograms(ref_share.tolist(), cur_share.tolist(), low, high)
 
 
 def _bars(reference: pd.Series, current: pd.Series) -> str:
@@ -208,41 +191,5 @@ def _bars(reference: pd.Series, current: pd.Series) -> str:
     shares = shares.loc[shares.max(axis=1).sort_values(ascending=False).index[:TOP_CATEGORIES]]
     if shares.empty:
         return "<p class='warn'>No values to plot.</p>"
-    top = float(max(shares.to_numpy().max(), 1e-12))
-    inner_w, inner_h = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
-    slot = inner_w / len(shares)
-    bar = slot * 0.4
-    parts = []
-    for i, (name, row) in enumerate(shares.iterrows()):
-        x = PAD + i * slot + slot * 0.1
-        for j, (share, colour) in enumerate(((row["ref"], REFERENCE_COLOUR), (row["cur"], CURRENT_COLOUR))):
-            h = inner_h * float(share) / top
-            parts.append(
-                f"<rect x='{x + j * bar:.1f}' y='{PAD + inner_h - h:.1f}' width='{bar:.1f}' height='{h:.1f}' fill='{colour}'>"
-                f"<title>{escape(str(name))}: {'reference' if j == 0 else 'current'} {float(share):.1%}</title></rect>"
-            )
-        label = str(name) if len(str(name)) <= 10 else str(name)[:9] + "…"
-        parts.append(
-            f"<text x='{x + bar:.1f}' y='{HEIGHT - 12}' text-anchor='middle'>{escape(label)}</text>"
-        )
-    parts.append(f"<text x='{PAD - 4}' y='{PAD + 4}' text-anchor='end'>{top:.0%}</text>")
-    return _svg("".join(parts) + _axes())
-
-
-def _axes() -> str:
-    bottom = HEIGHT - PAD
-    return (
-        f"<line x1='{PAD}' y1='{bottom}' x2='{WIDTH - PAD}' y2='{bottom}' stroke='#999'/>"
-        f"<line x1='{PAD}' y1='{PAD}' x2='{PAD}' y2='{bottom}' stroke='#999'/>"
-    )
-
-
-def _svg(body: str) -> str:
-    return (
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}' "
-        f"viewBox='0 0 {WIDTH} {HEIGHT}' role='img'>{body}</svg>"
-    )
-
-
-def _tick(value: float) -> str:
-    return f"{value:.3g}"
+    names = [str(name) for name in shares.index]
+    return charts.category_bars(names, shares["ref"].tolist(), shares["cur"].tolist())

@@ -49,12 +49,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from rung.delivery.clock import Clock
+from rung.clock import Clock, utc
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -261,14 +261,14 @@ class RequestLog:
     def _write(self, batch: list[tuple[Any, ...]]) -> int:
         """One segment per model and day of ``batch``; the records written (a failed segment is counted lost)."""
         times = [item[_TIME] for item in batch]
-        first, last = _utc(min(times)), _utc(max(times))
+        first, last = utc(min(times)), utc(max(times))
         models = {item[_MODEL] for item in batch}
         if len(models) == 1 and first.date() == last.date():  # the usual case: no need to look at each record
             groups = {(models.pop(), first.date()): batch}
         else:
             groups = {}
             for item in batch:
-                groups.setdefault((item[_MODEL], _utc(item[_TIME]).date()), []).append(item)
+                groups.setdefault((item[_MODEL], utc(item[_TIME]).date()), []).append(item)
         written = 0
         for (model, day), items in groups.items():
             rows = sum(item[_ROWS] for item in items)
@@ -297,7 +297,7 @@ class RequestLog:
 
         table = _table(items)
         times = [item[_TIME] for item in items]
-        first, last = _utc(min(times)), _utc(max(times))
+        first, last = utc(min(times)), utc(max(times))
         directory = partition_dir(self.root, model, day)
         self._seq += 1
         name = f"{first.strftime(TIME_OF_DAY)}-{last.strftime(TIME_OF_DAY)}-{os.getpid()}-{self._writer_id}-{self._seq:06d}.parquet"
@@ -342,8 +342,6 @@ class RequestLog:
             log.exception("request log: could not record the drop event")
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
 
 
 def _table(items: list[tuple[Any, ...]]) -> pa.Table:
@@ -356,7 +354,7 @@ def _table(items: list[tuple[Any, ...]]) -> pa.Table:
     """
     import pyarrow as pa
 
-    fields = list(zip(*items))  # one tuple per field: request ids, models, ...
+    fields = list(zip(*items, strict=False))  # one tuple per field: request ids, models, ...
     counts = fields[_ROWS]
     single = all(n == 1 for n in counts)
     total = len(items) if single else sum(counts)
@@ -365,7 +363,7 @@ def _table(items: list[tuple[Any, ...]]) -> pa.Table:
         if single:
             return fields[index]
         out: list[Any] = []
-        for value, n in zip(fields[index], counts):
+        for value, n in zip(fields[index], counts, strict=False):
             out.extend([value] * n)
         return out
 
@@ -410,7 +408,7 @@ def _outputs(predicted: Sequence[Any], scored: Sequence[Any], counts: Sequence[i
             return text, pa.array(joined.astype(np.float64), pa.float64(), from_pandas=True)
     labels: list[Any] = []
     values: list[Any] = []
-    for given, score, n in zip(predicted, scored, counts):
+    for given, score, n in zip(predicted, scored, counts, strict=False):
         one = _values(given, n)
         labels.extend(None if v is None else str(v) for v in one)
         values.extend(_values(score, n) if score is not None else (v if isinstance(v, (int, float)) else None for v in one))
@@ -424,14 +422,14 @@ def _features(names: Sequence[Any], values: Sequence[Any], counts: Sequence[int]
 
     first = names[0]
     if first and all(n == first for n in names):  # every request had the same features
-        by_feature = [list(chain.from_iterable(column)) for column in zip(*values)]
+        by_feature = [list(chain.from_iterable(column)) for column in zip(*values, strict=False)]
         if all(len(column) == total for column in by_feature):
-            return dict(zip(first, by_feature))
+            return dict(zip(first, by_feature, strict=False))
     features: dict[str, list[Any]] = {}
     filled = 0
-    for item_names, item_values, n in zip(names, values, counts):
+    for item_names, item_values, n in zip(names, values, counts, strict=False):
         item_names = item_names or ()
-        for name, given in zip(item_names, item_values or ()):
+        for name, given in zip(item_names, item_values or (), strict=False):
             column = features.get(name)
             if column is None:
                 column = features[name] = [None] * filled  # a feature the earlier requests did not have

@@ -20,6 +20,10 @@ by the reference's standard deviation (at least 0.001); Jensen-Shannon uses
 the natural logarithm (values in [0, sqrt(ln 2)] ~ [0, 0.833]) and, for a
 numeric column with more than 20 distinct reference values, Sturges
 histogram bins over the range of both samples together.
+
+:func:`js_distance` is the one Jensen-Shannon distance of the package:
+delivery compares two versions' outputs with it too, on its own bins and
+in base 2, so each caller names its base.
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ __all__ = [
     "psi_categorical",
     "ks_2samp",
     "wasserstein_norm",
-    "jensen_shannon",
-    "jensen_shannon_categorical",
+    "evidently_bins",
+    "js_distance",
     "chi_square",
     "PSI_EPSILON",
     "JS_CATEGORICAL_MAX_UNIQUE",
@@ -262,17 +266,6 @@ def _wasserstein_sorted(ref: np.ndarray, cur: np.ndarray) -> float:
     return total / n_ref / n_cur
 
 
-def _js_from_shares(p: np.ndarray, q: np.ndarray) -> float:
-    """scipy.spatial.distance.jensenshannon (natural log) on two frequency vectors."""
-    from scipy.special import rel_entr
-
-    p = _shares(np.asarray(p, dtype=np.float64))
-    q = _shares(np.asarray(q, dtype=np.float64))
-    m = (p + q) / 2.0
-    divergence = (np.sum(rel_entr(p, m)) + np.sum(rel_entr(q, m))) / 2.0
-    return float(math.sqrt(max(divergence, 0.0)))
-
-
 def sturges_edges(low: float, high: float, size: int) -> np.ndarray:
     """``np.histogram_bin_edges(x, "sturges")`` for any ``x`` with this min, max and size."""
     if high == low:
@@ -282,27 +275,50 @@ def sturges_edges(low: float, high: float, size: int) -> np.ndarray:
     return np.linspace(low, high, bins + 1)
 
 
-def jensen_shannon(reference: ArrayLike, current: ArrayLike, *, presorted: bool = False) -> float:
-    """Jensen-Shannon distance of two numeric samples, binned as Evidently bins them.
+def evidently_bins(
+    reference: ArrayLike, current: ArrayLike, *, presorted: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both numeric samples' counts on the bins Evidently uses for Jensen-Shannon.
 
     More than 20 distinct reference values: Sturges bins over the range of both
     samples together (about 22 bins for two million values); fewer: the values
-    themselves are the bins. Bounded (at most sqrt(ln 2) ~ 0.833) and symmetric.
+    themselves are the bins. Drift detection passes the counts to
+    :func:`js_distance` with the natural log, as Evidently does.
     """
     ref, cur = _prepare(reference, current, presorted)
     if _distinct_count(ref) > JS_CATEGORICAL_MAX_UNIQUE:
         edges = sturges_edges(min(ref[0], cur[0]), max(ref[-1], cur[-1]), ref.size + cur.size)
-        return _js_from_shares(_counts_below(ref, edges), _counts_below(cur, edges))
+        return _counts_below(ref, edges), _counts_below(cur, edges)
     values = np.union1d(_distinct(ref), _distinct(cur))
     ref_counts = np.diff(np.searchsorted(ref, values, side="left"), append=ref.size)
     cur_counts = np.diff(np.searchsorted(cur, values, side="left"), append=cur.size)
-    return _js_from_shares(ref_counts, cur_counts)
+    return ref_counts, cur_counts
 
 
-def jensen_shannon_categorical(reference_counts: ArrayLike, current_counts: ArrayLike) -> float:
-    """Jensen-Shannon distance (natural log) of category frequencies, counts aligned on the same categories."""
-    ref, cur = _aligned(reference_counts, current_counts)
-    return _js_from_shares(ref, cur)
+def js_distance(p_counts: ArrayLike, q_counts: ArrayLike, *, base: float) -> float:
+    """Jensen-Shannon distance of two count (or share) vectors on the same bins, with logarithms to ``base``.
+
+    ``scipy.spatial.distance.jensenshannon``: the square root of the divergence,
+    so bounded by sqrt(log_base 2): 1 in base 2 (delivery's comparisons of two
+    versions' outputs), sqrt(ln 2) ~ 0.833 in base e (drift detection,
+    Evidently's scale). The base is the caller's to state because the two
+    scales differ and a threshold is only meaningful on its own scale. Rounding
+    that would take the divergence a hair below 0 gives 0, and the distance
+    never exceeds its bound.
+    """
+    from scipy.spatial.distance import jensenshannon
+
+    p = np.asarray(p_counts, dtype=np.float64).ravel()
+    q = np.asarray(q_counts, dtype=np.float64).ravel()
+    if p.shape != q.shape or p.size == 0:
+        raise ValueError(f"counts must be aligned on the same bins, got {p.size} and {q.size}")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q)) and p.min() >= 0 and q.min() >= 0):
+        raise ValueError("counts must be finite and non-negative")
+    if p.sum() <= 0 or q.sum() <= 0:
+        raise ValueError("counts must not all be zero on either side")
+    with np.errstate(invalid="ignore"):  # sqrt of a divergence rounded below 0
+        distance = float(jensenshannon(p, q, base=base))
+    return 0.0 if math.isnan(distance) else min(distance, math.sqrt(math.log(2.0) / math.log(base)))
 
 
 def chi_square(reference_counts: ArrayLike, current_counts: ArrayLike) -> TestResult:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from rung.errors import RungError
@@ -35,7 +35,8 @@ from rung.store.records import MonitorWindow
 if TYPE_CHECKING:
     import pandas as pd
 
-    from rung.delivery.clock import Clock
+    from rung.clock import Clock
+    from rung.monitor.performance import Task
     from rung.monitor.resources import ResourceSampler
     from rung.project import Project
     from rung.store.records import ModelVersionRecord
@@ -44,7 +45,7 @@ __all__ = ["Monitor", "window_bounds"]
 
 log = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REFERENCE_SCORE_ROWS = 5000
 
 
@@ -136,7 +137,7 @@ class Monitor:
         frame = RequestLogReader(log_root(self.project)).window(model, start, end, shadow=False, columns=features)
         if frame.empty:
             return []
-        ids = [feedback_id(r, int(n)) for r, n in zip(frame["request_id"], frame["row"])]
+        ids = [feedback_id(r, int(n)) for r, n in zip(frame["request_id"], frame["row"], strict=False)]
         values = self.project.store.feedback_values(sorted(set(ids)))
         frame = frame.assign(feedback=[values.get(i) for i in ids])
         return [(int(version), rows) for version, rows in frame.groupby("version")]
@@ -243,7 +244,7 @@ class Monitor:
                                       "reference_mean": float(np.mean(reference.scores)), "current_mean": float(scores.mean())}
         return {"prediction.drift": value, "prediction.mean": float(scores.mean())}
 
-    def _performance(self, rows: pd.DataFrame, reference: Reference, task: str) -> tuple[dict[str, Any], dict[str, float]]:
+    def _performance(self, rows: pd.DataFrame, reference: Reference, task: Task) -> tuple[dict[str, Any], dict[str, float]]:
         """Realised metrics on the window's requests that have feedback, with intervals, against training time."""
         from rung.monitor.performance import live_metrics
 
@@ -280,20 +281,20 @@ class Monitor:
         return self._references[key]
 
     def _load_reference(self, model: str, version: int) -> Reference:
-        from rung.serving.loader import load_version, training_inputs
+        from rung.models.loader import training_inputs
 
         record: ModelVersionRecord | None = self.project.store.get_model_version(model, version)
         if record is None:
             return Reference(features=_empty(), scores=None, metrics={}, missing=f"{model}:{version} is not registered")
         try:
-            features = training_inputs(self.project, record)
+            features = training_inputs(record, self.project.artifacts, self.project.settings.data.target)
         except RungError as exc:
             why = f"drift cannot be computed: {exc}"
             log.warning(why)
             return Reference(features=_empty(), scores=None, metrics={}, missing=why)
         scores = None
         try:
-            loaded = load_version(self.project, record)
+            loaded = self.project.models_loader.load(record)
             sample = features.sample(min(REFERENCE_SCORE_ROWS, len(features)), random_state=0)
             if loaded.columns:
                 sample = sample[[c.name for c in loaded.columns if c.name in sample.columns]]

@@ -21,13 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rung.errors import RungError
+from rung.errors import ArtifactCorrupted
 
-__all__ = ["ArtifactStore", "ArtifactCorrupted", "encode", "decode"]
-
-
-class ArtifactCorrupted(RungError):
-    """A stored object no longer matches its content hash."""
+__all__ = ["ArtifactStore", "encode", "decode"]
 
 
 def _is_plain(value: Any) -> bool:

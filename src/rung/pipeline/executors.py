@@ -88,7 +88,7 @@ def execute_step(task: StepTask) -> StepOutcome:
                     print(f"[rung] attempt {attempts} of '{step.name}' failed ({exc!r}); retrying", flush=True)
                     time.sleep(step.retry_delay)
             values = (result,) if len(step.outputs) == 1 else _unpack(step, result)
-            outputs = {name: store.put(value) for name, value in zip(step.outputs, values)}
+            outputs = {name: store.put(value) for name, value in zip(step.outputs, values, strict=False)}
         except Exception as exc:
             if isinstance(exc, RungError):
                 print(f"[rung] {exc}", flush=True)

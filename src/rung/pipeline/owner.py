@@ -18,6 +18,7 @@ An owner on another host is never called gone: from here we cannot tell.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -26,10 +27,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import psutil
 
+from rung.clock import utcnow
 from rung.errors import RunAbandoned
 from rung.store import MetadataStore, PipelineRun
 
@@ -39,8 +41,6 @@ START_TIME_TOLERANCE_S = 1.0  # start times are read from /proc and the boot tim
 POLL_S = 0.5  # where a process cannot be waited on directly (no pidfd), how often to look
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,8 @@ class RunOwner:
     def wait_gone(self) -> None:
         """Block until this process has exited: on a pidfd where Linux has one, else by looking every POLL_S."""
         pidfd = None
-        try:
+        with contextlib.suppress(AttributeError, OSError):
             pidfd = os.pidfd_open(self.pid)
-        except (AttributeError, OSError):
-            pass
         try:
             # Checked after the pidfd is open: it then names this very process, or one that already exited.
             if self.is_gone():
@@ -116,7 +114,7 @@ def watch_owner(owner: RunOwner) -> None:
     threading.Thread(target=wait_then_die, name="rung-owner-watch", daemon=True).start()
 
 
-def settle(store: MetadataStore, run: PipelineRun, clock: Callable[[], datetime] = _utcnow) -> PipelineRun:
+def settle(store: MetadataStore, run: PipelineRun, clock: Callable[[], datetime] = utcnow) -> PipelineRun:
     """``run`` as it really stands: a ``running`` run whose owner is gone is first recorded failed.
 
     Its running steps fail with it and its pending ones are skipped. Two

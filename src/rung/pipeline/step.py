@@ -16,6 +16,7 @@ tests of a step need no pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import sys
@@ -89,14 +90,12 @@ class Step:
         module = sys.modules.get(self.func.__module__)
         module_file = getattr(module, "__file__", None)
         if module is not None and self.func.__module__.startswith("rung."):
-            from rung import __version__
+            from rung.version import __version__
 
             digest.update(__version__.encode())
         elif module_file and "site-packages" not in module_file:
-            try:
+            with contextlib.suppress(OSError):
                 digest.update(Path(module_file).read_bytes())
-            except OSError:
-                pass
         value = digest.hexdigest()
         object.__setattr__(self, "_code_hash", value)  # memo on the frozen instance
         return value

@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from rung.errors import AuthError, ConfigError
+from rung.errors import AuthError, ConfigError, PermissionDenied
 from rung.store.records import TokenRecord
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def _digest(token: str) -> str:
 def create_token(store: MetadataStore, *, role: str, name: str = "") -> tuple[TokenRecord, str]:
     """A new token with ``role``; returns its record and the secret (shown once, never stored)."""
     if role not in ROLES:
-        raise ConfigError(f"role: '{role}' is not one of {', '.join(ROLES)}")
+        raise ConfigError(f"role: '{role}' is not one of {', '.join(ROLES)}", field="role")
     token_id = secrets.token_hex(4)
     secret = f"{PREFIX}{token_id}_{secrets.token_urlsafe(24)}"
     record = TokenRecord(
@@ -46,7 +46,7 @@ def create_token(store: MetadataStore, *, role: str, name: str = "") -> tuple[To
         name=name or role,
         role=role,
         sha256=_digest(secret),
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
     )
     store.add_token(record)
     return record, secret
@@ -55,22 +55,22 @@ def create_token(store: MetadataStore, *, role: str, name: str = "") -> tuple[To
 def authenticate(store: MetadataStore, header: str | None, needed: str) -> TokenRecord:
     """The token in an ``Authorization: Bearer ...`` header, if it grants ``needed``; else :class:`AuthError`.
 
-    ``AuthError.status`` is 401 for a missing or unknown token, 403 for a
-    valid token whose role is too low.
+    :class:`AuthError` (``status`` 401) for a missing, unknown or revoked
+    token; :class:`PermissionDenied` (403) for a valid token whose role is too low.
     """
     if not header or not header.lower().startswith("bearer "):
-        raise AuthError("send an API token: Authorization: Bearer <token> (create one with `rung token create`)", 401)
+        raise AuthError("send an API token: Authorization: Bearer <token> (create one with `rung token create`)")
     token = header[7:].strip()
     record = store.token_by_hash(_digest(token))
     if record is None or not hmac.compare_digest(record.sha256, _digest(token)):
-        raise AuthError("unknown API token", 401)
+        raise AuthError("unknown API token")
     if record.revoked_at is not None:
-        raise AuthError(f"API token {record.id} was revoked", 401)
+        raise AuthError(f"API token {record.id} was revoked")
     if not allows(record.role, needed):
-        raise AuthError(f"API token {record.id} has role {record.role}; this call needs {needed}", 403)
+        raise PermissionDenied(f"API token {record.id} has role {record.role}; this call needs {needed}")
     return record
 
 
 def revoke_token(store: MetadataStore, token_id: str) -> bool:
-    return store.revoke_token(token_id, datetime.now(timezone.utc))
+    return store.revoke_token(token_id, datetime.now(UTC))
 

@@ -1,14 +1,19 @@
-"""Gateway routes for delivery: feedback (``/v2/feedback``) and rollouts (``/api/deployments``).
+"""The gateway's control API: routing tables (``/api/routes``), rollouts (``/api/deployments``) and feedback.
 
-Feedback is open like prediction (a viewer token when ``serve.protect_predict``);
-rollouts need a deployer token to change and a viewer token to read. Feedback
-for a request the log does not hold (yet) is kept: the join happens when the
-log is read (see :mod:`rung.delivery.feedback`).
+Reading needs a viewer token, changing a deployer token; each call asks the
+store, so a revoked token loses the API at once. Feedback (``/v2/feedback``)
+is open like prediction (a viewer token when ``serve.protect_predict``).
+Feedback for a request the log does not hold (yet) is kept: the join
+happens when the log is read (see :mod:`rung.delivery.feedback`).
+
+Bodies are checked by the pydantic models of :mod:`rung.serving.bodies`;
+every refusal is a rung error, answered by :mod:`rung.serving.responses`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -17,12 +22,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rung.delivery import feedback, rollout
-from rung.errors import AuthError, ConfigError
+from rung.delivery.routing import RoutingTable, set_routing
+from rung.errors import ConfigError, InputError, IntegrityError, ModelVersionNotFound, NotFound, StoreConflict
+from rung.serving.bodies import DeploymentBody, RouteBody, parse_body
+from rung.serving.http import json_response, read_json
 
 if TYPE_CHECKING:
     from rung.serving.gateway import Gateway
 
 __all__ = ["control_routes", "deployment_dict"]
+
+ROUTE_BODY_LIMIT = 1024 * 1024
+DEPLOYMENT_BODY_LIMIT = 64 * 1024
+
+Handler = Callable[[Request, str], Awaitable[Response]]
 
 
 def deployment_dict(d: Any) -> dict[str, Any]:
@@ -33,67 +46,83 @@ def deployment_dict(d: Any) -> dict[str, Any]:
     }
 
 
-def control_routes(gateway: Gateway, guarded: Any) -> list[Route]:
-    from rung.serving.gateway import HTTPError, _error, _json, _read_json
+def control_routes(gateway: Gateway) -> list[Route]:
+    """The control API's routes for ``gateway``'s app."""
+
+    def guarded(needed: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """``handler(request, token id)`` once the caller's token grants ``needed`` (asked of the store each time)."""
+        async def endpoint(request: Request) -> Response:
+            actor = await gateway.authorise(request, needed, cached=False)
+            return await handler(request, actor)
+
+        return endpoint
+
+    async def list_routes(request: Request, actor: str) -> Response:
+        records = await gateway.db(gateway.store.routes)
+        return json_response([RoutingTable.from_record(r).to_dict() for r in records])
+
+    async def get_route(request: Request, actor: str) -> Response:
+        name = request.path_params["name"]
+        record = await gateway.db(gateway.store.route, name)
+        if record is None:
+            raise NotFound(f"no routing table for {name!r}", field="name")
+        return json_response(RoutingTable.from_record(record).to_dict())
+
+    async def put_route(request: Request, actor: str) -> Response:
+        name = request.path_params["name"]
+        body = parse_body(RouteBody, await read_json(request, ROUTE_BODY_LIMIT))
+        table = RoutingTable.build(name, body.variants, body.shadows)
+        # Every gateway will have to load these versions: refuse one that is unregistered or fails its sha256 now.
+        places = {f"variants[{i}]": v.version for i, v in enumerate(table.variants)}
+        places |= {f"shadows[{i}]": v.version for i, v in enumerate(table.shadows)}
+        for version in sorted(table.versions):
+            try:
+                await asyncio.to_thread(gateway.pool.verify, name, version)
+            except (ConfigError, ModelVersionNotFound, IntegrityError) as exc:
+                where = next(place for place, v in places.items() if v == version)
+                raise InputError(f"{where}.version: {exc}", f"{where}.version") from exc
+        stored = await gateway.db(lambda: set_routing(gateway.store, table, actor=f"token:{actor}", reason=body.reason,
+                                                      expected_revision=body.expected_revision))
+        return json_response(stored.to_dict())
 
     async def post_feedback(request: Request) -> Response:
-        try:
-            if gateway.settings.protect_predict:
-                await gateway.authorise(request, "viewer")
-            body = await _read_json(request, gateway.max_body)
-            if not isinstance(body, dict):
-                raise HTTPError(422, "the body must be a JSON object: {request_id, value} or {feedback: [...]}", "body")
-            items = feedback.parse_items(body)
-        except HTTPError as exc:
-            return _error(exc.status, exc.message, exc.field)
-        except AuthError as exc:
-            return _error(exc.status, str(exc), "authorization")
-        except ConfigError as exc:
-            message = str(exc)
-            return _error(422, message, message.split(":")[0])
+        if gateway.settings.protect_predict:
+            await gateway.authorise(request, "viewer")
+        body = await read_json(request, gateway.max_body)
+        if not isinstance(body, dict):
+            raise InputError("the body must be a JSON object: {request_id, value} or {feedback: [...]}", "body")
+        items = feedback.parse_items(body)  # ConfigError naming the field
         outcome = await gateway.db(partial(feedback.record, gateway.store, items, source="http", clock=gateway.clock))
         if len(items) == 1 and "feedback" not in body and outcome["conflict"]:
-            return _error(409, f"request {items[0][0]!r} already has a different feedback value; the first one stands",
-                          "value")
+            raise StoreConflict(f"request {items[0][0]!r} already has a different feedback value; the first one stands",
+                                field="value")
         counts: dict[str, Any] = {k: len(v) for k, v in outcome.items()}
         # Not checked against the request log here (that needs a scan); it is joined when the log is read.
-        return _json(counts | {"unmatched": None, "conflict_ids": outcome["conflict"][:100]})
+        return json_response(counts | {"unmatched": None, "conflict_ids": outcome["conflict"][:100]})
 
     async def list_deployments(request: Request, actor: str) -> Response:
         model = request.query_params.get("model")
         found = await gateway.db(partial(gateway.store.deployments, model, limit=100))
-        return _json([deployment_dict(d) for d in found])
+        return json_response([deployment_dict(d) for d in found])
 
     async def create_deployment(request: Request, actor: str) -> Response:
-        body = await _read_json(request, 64 * 1024)
-        if not isinstance(body, dict):
-            raise HTTPError(422, "expected an object with model and version (and optional strategy, force, reason)", "body")
-        unknown = set(body) - {"model", "version", "strategy", "force", "reason"}
-        if unknown:
-            raise HTTPError(422, f"unknown field {sorted(unknown)[0]!r}", sorted(unknown)[0])
-        model, version = body.get("model"), body.get("version")
-        if not isinstance(model, str) or not model:
-            raise HTTPError(422, "model: the registered model's name", "model")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise HTTPError(422, "version: a registered version number", "version")
-        strategy, force, reason = body.get("strategy"), body.get("force", False), body.get("reason")
-        if strategy is not None and strategy not in rollout.STRATEGIES:
-            raise HTTPError(422, f"strategy: one of {', '.join(rollout.STRATEGIES)}", "strategy")
-        if not isinstance(force, bool):
-            raise HTTPError(422, "force must be true or false", "force")
-        made = await asyncio.to_thread(rollout.deploy, gateway.project, f"{model}:{version}", strategy=strategy,
-                                       force=force, actor=f"token:{actor}", reason=reason if isinstance(reason, str) else None)
-        return _json(deployment_dict(made), 201)
+        body = parse_body(DeploymentBody, await read_json(request, DEPLOYMENT_BODY_LIMIT))
+        made = await asyncio.to_thread(rollout.deploy, gateway.project, f"{body.model}:{body.version}", strategy=body.strategy,
+                                       force=body.force, actor=f"token:{actor}", reason=body.reason_text)
+        return json_response(deployment_dict(made), 201)
 
     async def rollback(request: Request, actor: str) -> Response:
         done = await asyncio.to_thread(rollout.rollback, gateway.project, request.path_params["name"], actor=f"token:{actor}")
-        return _json(deployment_dict(done))
+        return json_response(deployment_dict(done))
 
     async def approve(request: Request, actor: str) -> Response:
         done = await asyncio.to_thread(rollout.approve, gateway.project, request.path_params["name"], actor=f"token:{actor}")
-        return _json(deployment_dict(done))
+        return json_response(deployment_dict(done))
 
     return [
+        Route("/api/routes", guarded("viewer", list_routes), methods=["GET"]),
+        Route("/api/routes/{name}", guarded("viewer", get_route), methods=["GET"]),
+        Route("/api/routes/{name}", guarded("deployer", put_route), methods=["PUT"]),
         Route("/v2/feedback", post_feedback, methods=["POST"]),
         Route("/api/deployments", guarded("viewer", list_deployments), methods=["GET"]),
         Route("/api/deployments", guarded("deployer", create_deployment), methods=["POST"]),

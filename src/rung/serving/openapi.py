@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rung import __version__
+from rung.version import __version__
 
 __all__ = ["document"]
 

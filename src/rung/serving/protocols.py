@@ -4,7 +4,7 @@ Parsing turns a body into *columns* (``{name: [values]}``, one list per
 signature column, all the same length) without pandas: on the single-row
 hot path building Python lists is far cheaper than a DataFrame, and the
 batcher builds one frame for many requests. Every problem is an
-:class:`~rung.serving.loader.InputError` naming the field.
+:class:`~rung.errors.InputError` naming the field.
 
 OIP v2 accepts two layouts: one tensor per column (``name`` = column,
 shape ``[n]`` or ``[n, 1]``), or a single ``[n, k]`` tensor whose columns
@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rung.serving.loader import Column, InputError
+from rung.errors import InputError
+from rung.models.signature import Column, Columns
 
-__all__ = ["Columns", "parse_oip", "parse_mlflow", "check_columns", "oip_outputs", "to_jsonable"]
+__all__ = ["parse_oip", "parse_mlflow", "check_columns", "oip_outputs", "to_jsonable"]
 
-Columns = dict[str, list[Any]]
 
 OIP_NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 OIP_TYPES = OIP_NUMERIC | {"BYTES"}
@@ -101,7 +101,7 @@ def parse_mlflow(body: Any, columns: list[Column]) -> tuple[Columns, int]:
         for i, row in enumerate(value["data"]):
             if not isinstance(row, list) or len(row) != len(cols):
                 raise InputError(f"dataframe_split.data[{i}]: expected a list of {len(cols)} values", field=f"dataframe_split.data[{i}]")
-            for c, v in zip(cols, row):
+            for c, v in zip(cols, row, strict=True):
                 out[c].append(v)
         return out, len(value["data"])
     if isinstance(value, dict):  # {"inputs": {"col": [..], ...}}: columnar
@@ -122,7 +122,7 @@ def parse_mlflow(body: Any, columns: list[Column]) -> tuple[Columns, int]:
             for c, v in record.items():
                 out.setdefault(c, []).append(v)
         elif isinstance(record, list) and len(record) == len(names):
-            for c, v in zip(names, record):
+            for c, v in zip(names, record, strict=True):
                 out.setdefault(c, []).append(v)
         else:
             raise InputError(f"{key}[{i}]: expected an object of column values or a list of {len(names)} values", field=f"{key}[{i}]")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import math
 import socket
 import sys
 import threading
@@ -21,7 +22,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from rung.delivery.clock import SYSTEM, Clock
+from rung.clock import SYSTEM, Clock
 
 if TYPE_CHECKING:
     import uvicorn
@@ -37,7 +38,7 @@ ACCEPTED_GRACE_S = 0.3
 def run_gateway(project: Project, *, host: str | None = None, port: int | None = None, graceful_s: float = 30.0) -> None:
     import uvicorn
 
-    from rung.serving.gateway import create_app
+    from rung.serving.app import create_app
 
     settings = project.settings.serve
     # The event loop and the prediction threads share the GIL; a shorter switch interval
@@ -53,16 +54,16 @@ def run_gateway(project: Project, *, host: str | None = None, port: int | None =
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=graceful_s,
+        timeout_graceful_shutdown=math.ceil(graceful_s),
         lifespan="on",
     )
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)  # the app's startup included: the models are loaded
-            for runtime in gateway.runtimes.values():
+            for runtime in gateway.pool.runtimes.values():
                 print(f"  {runtime.describe()}", flush=True)
-            for gap in gateway.not_served():
+            for gap in gateway.pool.not_served():
                 print(f"  {gap['model']}:{gap['version']}: NOT SERVED: {gap['reason']}", flush=True)
             # What is loaded now (libraries, models) lives as long as the process. Frozen, it is left out
             # of the garbage collector's full passes, which otherwise walk it every time objects of
@@ -115,7 +116,7 @@ def start_gateway(project: Project, *, host: str = "127.0.0.1", port: int = 0, c
     """Serve ``project`` from a background thread; returns once it is ready (``port=0``: any free port)."""
     import uvicorn
 
-    from rung.serving.gateway import create_app
+    from rung.serving.app import create_app
 
     app = create_app(project, clock=clock)
     gateway = app.state.gateway
@@ -125,7 +126,7 @@ def start_gateway(project: Project, *, host: str = "127.0.0.1", port: int = 0, c
     bound = listener.getsockname()[1]
     config = uvicorn.Config(app, loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
                             http="httptools" if importlib.util.find_spec("httptools") else "h11",
-                            access_log=False, log_level="warning", timeout_graceful_shutdown=graceful_s, lifespan="on")
+                            access_log=False, log_level="warning", timeout_graceful_shutdown=math.ceil(graceful_s), lifespan="on")
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
 

@@ -13,7 +13,7 @@ batches of plain columns and sends back the outputs. It exits when the
 gateway closes the pipe, or dies with it (end of file on the pipe).
 
 A worker that dies is started again: by the caller that found it dead in
-the middle of a prediction (its batch fails with :class:`WorkerDied`), or,
+the middle of a prediction (its batch fails with :class:`~rung.errors.WorkerDied`), or,
 if it died while idle, by :meth:`ModelWorker.revive`, which the gateway
 calls every half second, so no request meets the dead process.
 """
@@ -30,16 +30,13 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from rung.serving.loader import LoadedModel
-from rung.serving.protocols import Columns
+from rung.errors import WorkerDied
+from rung.models.loaded import LoadedModel
+from rung.models.signature import Columns
 
-__all__ = ["ModelWorker", "WorkerDied"]
+__all__ = ["ModelWorker"]
 
 log = logging.getLogger(__name__)
-
-
-class WorkerDied(RuntimeError):
-    """The model's process ended while predicting (killed, out of memory, a crash in native code)."""
 
 
 class ModelWorker:
@@ -87,7 +84,8 @@ class ModelWorker:
             except (EOFError, OSError) as exc:
                 code = self._process.exitcode
                 self._restart("while predicting")
-                raise WorkerDied(f"the process of {self.model.ref} died while predicting (exit code {code})") from exc
+                raise WorkerDied(f"the process of {self.model.ref} died while predicting (exit code {code}); "
+                                 "a new one is starting, retry the request") from exc
         if status == "error":
             raise result
         return result
@@ -164,7 +162,7 @@ def _serve(conn: Connection, path: list[str], threads: int) -> None:
         except (EOFError, OSError):
             return
         try:
-            reply = ("ok", predict_columns(model, columns))
+            reply: tuple[str, Any] = ("ok", predict_columns(model, columns))
         except Exception as exc:
             reply = ("error", exc)
         try:

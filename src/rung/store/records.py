@@ -85,7 +85,7 @@ class Event:
 
 @dataclass(frozen=True)
 class RouteRecord:
-    """A model's routing table as stored; :mod:`rung.serving.routing` gives it behaviour."""
+    """A model's routing table as stored; :mod:`rung.delivery.routing` gives it behaviour."""
 
     model: str
     revision: int

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from rung.monitor.alerts import format_duration
+from rung.clock import utc
+from rung.config.durations import format_duration
+from rung.config.triggers import TriggerSettings
 
 __all__ = ["Guard", "RetrainLike", "NOT_STARTED", "FINISHED"]
 
@@ -43,16 +45,21 @@ class Guard:
     max_per_day: int | None = 4  # starts in any 24 h; None: no cap
     stale_after_s: float = 6 * 3600.0  # unfinished for longer than this: dead
 
+    @classmethod
+    def from_settings(cls, settings: TriggerSettings) -> Guard:
+        """The guard the ``triggers:`` section asks for (cooldown, max_per_day, stale_after)."""
+        return cls(cooldown_s=settings.cooldown, max_per_day=settings.max_per_day, stale_after_s=settings.stale_after)
+
     def __post_init__(self) -> None:
         if self.cooldown_s < 0 or self.stale_after_s <= 0 or (self.max_per_day is not None and self.max_per_day < 1):
             raise ValueError(f"invalid guard: {self}")
 
     def allow(self, history: Sequence[RetrainLike | Mapping[str, Any]], now: datetime, *, manual: bool = False) -> tuple[bool, str]:
         """Whether a retraining may start at ``now``, and why (a refusal says until when)."""
-        now = _utc(now)
+        now = utc(now)
         starts = sorted(
             (
-                (_utc(_get(r, "started_at")), _get(r, "finished_at"), str(_get(r, "status") or ""))
+                (utc(_get(r, "started_at")), _get(r, "finished_at"), str(_get(r, "status") or ""))
                 for r in history
                 if _get(r, "started_at") is not None and str(_get(r, "status") or "") not in NOT_STARTED
             ),
@@ -92,8 +99,6 @@ def _get(record: Any, name: str) -> Any:
     return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
 
 
-def _utc(when: datetime) -> datetime:
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
 def _when(when: datetime) -> str:

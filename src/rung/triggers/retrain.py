@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from rung.errors import RungError
 from rung.store.records import Retrain
+from rung.triggers.guards import Guard
 
 if TYPE_CHECKING:
-    from rung.delivery.clock import Clock
+    from rung.clock import Clock
     from rung.project import Project
-    from rung.triggers.settings import TriggerReason
+    from rung.triggers.decision import TriggerReason
 
 __all__ = ["retrain", "in_flight"]
 
@@ -43,7 +44,7 @@ def retrain(project: Project, reason: TriggerReason, *, clock: Clock, actor: str
     """
     model = project.settings.model_name
     now = clock.now()
-    allowed, why_not = project.settings.triggers.guard().allow(project.store.retrains(model, limit=100), now, manual=manual)
+    allowed, why_not = Guard.from_settings(project.settings.triggers).allow(project.store.retrains(model, limit=100), now, manual=manual)
     chain = uuid.uuid4().hex
     record = Retrain(id=chain, model=model, trigger=reason.kind, why=reason.why, status="running", started_at=now)
     if not allowed:
@@ -62,6 +63,7 @@ def retrain(project: Project, reason: TriggerReason, *, clock: Clock, actor: str
 
 
 def _chain(project: Project, record: Retrain, *, clock: Clock, actor: str, on_update: Any) -> Retrain:
+    from rung.certify import certify
     from rung.delivery.rollout import deploy
 
     model, chain = record.model, record.id
@@ -79,7 +81,7 @@ def _chain(project: Project, record: Retrain, *, clock: Clock, actor: str, on_up
         "retrain.run", actor, model, clock, chain,
         {"run_id": result.run.id, "version": version, "metrics": result.run.metrics.get("overall", {}),
          "duration_s": result.run.duration_s}))
-    report = project.certify(ref, actor=actor, clock=clock, chain=chain)
+    report = certify(project, ref, actor=actor, clock=clock, chain=chain)
     if not report.certified:
         failed = ", ".join(c.name for c in report.checks if c.status == "failed")
         return _fail(project, replace(record, version=version), clock, actor, "retrain.rejected",
@@ -93,7 +95,8 @@ def _chain(project: Project, record: Retrain, *, clock: Clock, actor: str, on_up
 
 
 def _fail(project: Project, record: Retrain, clock: Clock, actor: str, kind: str, error: str) -> Retrain:
-    from rung.monitor.alerts import Notice, deliver
+    from rung.monitor.alerts import Notice
+    from rung.monitor.notify import deliver
 
     now = clock.now()
     project.store.update_retrain(record.id, {"status": "failed", "finished_at": now, "error": error},

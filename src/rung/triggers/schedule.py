@@ -8,29 +8,12 @@ missed slot, and a restart never runs a slot twice.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-__all__ = ["Schedule", "cron_problem"]
+from rung.clock import utc
+from rung.config.triggers import cron_problem
 
-_ALIASES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_HELP = 'write five fields (minute hour day-of-month month day-of-week), e.g. "0 3 * * 1" for Mondays at 03:00 UTC'
-
-
-def cron_problem(cron: object) -> str | None:
-    """What is wrong with ``cron`` as a schedule, or None when it is valid."""
-    from croniter import croniter
-
-    if not isinstance(cron, str):
-        return f"{cron!r} is not a cron expression; {_HELP}"
-    fields = cron.split()
-    if fields and fields[0].lower() in _ALIASES and len(fields) == 1:
-        return None
-    if len(fields) != 5:
-        return f"{cron!r} has {len(fields)} fields, not 5; {_HELP}"
-    if not croniter.is_valid(cron):
-        return f"{cron!r} is not a valid cron expression (a field is out of range or misspelt); {_HELP}"
-    return None
-
+__all__ = ["Schedule"]
 
 class Schedule:
     """A cron expression (``"0 3 * * 1"``, ``"@daily"``) in UTC; seconds fields are not accepted."""
@@ -51,13 +34,13 @@ class Schedule:
         if last_fired is None:
             return None
         latest = self._previous(now)
-        return latest if latest > _utc(last_fired) else None
+        return latest if latest > utc(last_fired) else None
 
     def missed(self, last_fired: datetime, now: datetime, *, limit: int = 1000) -> int:
         """How many slots fell in ``(last_fired, now]`` (counting stops at ``limit``)."""
         from croniter import croniter
 
-        count, it, end = 0, croniter(self.cron, _utc(last_fired)), _utc(now)
+        count, it, end = 0, croniter(self.cron, utc(last_fired)), utc(now)
         while count < limit and it.get_next(datetime) <= end:
             count += 1
         return count
@@ -66,17 +49,15 @@ class Schedule:
         """The first scheduled time strictly after ``when``."""
         from croniter import croniter
 
-        return croniter(self.cron, _utc(when)).get_next(datetime)  # type: ignore[no-any-return]
+        return croniter(self.cron, utc(when)).get_next(datetime)
 
     def _previous(self, now: datetime) -> datetime:
         from croniter import croniter
 
         # croniter's get_prev is strictly before its start: start just after now to include now.
-        return croniter(self.cron, _utc(now) + timedelta(microseconds=1)).get_prev(datetime)  # type: ignore[no-any-return]
+        return croniter(self.cron, utc(now) + timedelta(microseconds=1)).get_prev(datetime)
 
     def __repr__(self) -> str:
         return f"Schedule({self.cron!r})"
 
 
-def _utc(when: datetime) -> datetime:
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rung.delivery.clock import SYSTEM, Clock
+from rung.clock import SYSTEM, Clock
 from rung.store.records import MonitorWindow, Retrain
 
 if TYPE_CHECKING:
@@ -97,7 +97,8 @@ class Scheduler:
     # -- alerts --------------------------------------------------------------------------------
 
     def _alerts(self, windows: list[MonitorWindow]) -> list[Notice]:
-        from rung.monitor.alerts import AlertBook, deliver
+        from rung.monitor.alerts import AlertBook
+        from rung.monitor.notify import deliver
 
         settings = self.project.settings.alerts
         if not settings.rules or not windows:
@@ -119,8 +120,9 @@ class Scheduler:
 
     def _triggers(self, windows: list[MonitorWindow]) -> Retrain | None:
         """Feed each new window of the champion to the triggers once; start a retraining when one fires and the guard allows."""
+        from rung.triggers.decision import TriggerReason, evaluate, record_start
+        from rung.triggers.guards import Guard
         from rung.triggers.retrain import in_flight, retrain
-        from rung.triggers.settings import TriggerReason, evaluate, record_start
 
         settings = self.project.settings.triggers
         if not settings.enabled:
@@ -132,10 +134,12 @@ class Scheduler:
         observed = [w for w in sorted(windows, key=lambda w: w.end) if w.version == champion]
         data = self._fingerprint() if settings.new_data else None
         reasons: list[TriggerReason] = []
-        for window in observed or [None]:
+        # no window yet: the schedule and new data still count
+        candidates: list[MonitorWindow | None] = list(observed) or [None]
+        for window in candidates:
             reasons, state = evaluate(settings, now=now, metrics=window.metrics if window else None, data=data, state=state)
         busy = self.store.deployments(self.model, active=True) or in_flight(self.project, self.model)
-        allowed, _ = settings.guard().allow(self.store.retrains(self.model, limit=100), now)
+        allowed, _ = Guard.from_settings(settings).allow(self.store.retrains(self.model, limit=100), now)
         if not reasons or busy or not allowed:
             # pending triggers stay pending: they fire when the rollout is judged and the guard allows
             self.store.save_state(name, state, time=now)

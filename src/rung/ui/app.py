@@ -23,6 +23,7 @@ cookie; scripts may also send ``Authorization: Bearer``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +35,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from rung.errors import AuthError, NotFound, RungError
+from rung.errors import AuthError, NotFound, RequestInvalid, RungError
+from rung.serving.responses import Status, error_body, error_response, exception_handlers
 from rung.ui import views
 
 if TYPE_CHECKING:
@@ -48,6 +50,9 @@ TEMPLATES = Path(__file__).parent / "templates"
 COOKIE = "rung_token"
 ACTIONS = {"rollback": "deployer", "approve": "deployer", "deploy": "deployer", "retrain": "deployer"}
 ASSESS_ROLE = "deployer"  # /maturity?refresh=1 stores a new assessment
+GENERIC = "internal error; the dashboard log has the details"
+
+log = logging.getLogger("rung.ui")
 
 
 def _environment() -> Any:
@@ -171,38 +176,31 @@ def create_app(project: Project) -> Starlette:
     async def action(request: Request) -> Response:
         name, verb = request.path_params["name"], request.path_params["action"]
         if verb not in ACTIONS:
-            return JSONResponse({"error": f"action: {verb!r} is not one of {', '.join(ACTIONS)}"}, status_code=404)
+            raise NotFound(f"action: {verb!r} is not one of {', '.join(ACTIONS)}", field="action")
         user = token_of(request, ACTIONS[verb])
         try:
             body = await request.json() if request.headers.get("content-length", "0") != "0" else {}
-        except ValueError:
-            return JSONResponse({"error": "body: not valid JSON"}, status_code=400)
+        except ValueError as exc:
+            raise RequestInvalid("body: not valid JSON", "body") from exc
         if not isinstance(body, dict):
-            return JSONResponse({"error": "body: expected a JSON object"}, status_code=400)
+            raise RequestInvalid("body: expected a JSON object", "body")
         actor = f"ui:{user.name}"
         message = await run(_act, project, lock, name, verb, body, actor)
         return JSONResponse({"ok": True, "message": message, "actor": actor})
 
-    async def on_auth(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, AuthError)
-        if request.url.path.startswith(("/actions/", "/api/")):
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
-        return page(request, "login.html", status=exc.status, error=str(exc), next=request.url.path)
+    def answer(request: Request, exc: Exception, status: Status) -> Response:
+        """An error, with the status of rung's one table: JSON for scripts, a page (the login page for a token) for people.
 
-    async def on_not_found(request: Request, exc: Exception) -> Response:
-        return page(request, "error.html", status=404, error=str(exc))
-
-    async def on_bad_request(request: Request, exc: Exception) -> Response:
+        A refused action (nothing to roll back, an unknown version, ...) is a
+        4xx with the reason; an error that is not rung's a 500 without its details.
+        """
+        known = isinstance(exc, RungError)
         if request.url.path.startswith(("/actions/", "/api/")):
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return page(request, "error.html", status=400, error=str(exc))
-
-    async def on_refused(request: Request, exc: Exception) -> Response:
-        """A refused action (nothing to roll back, an unknown version, ...): 404 or 409, never a 500."""
-        status = 404 if isinstance(exc, NotFound) else 409
-        if request.url.path.startswith(("/actions/", "/api/")):
-            return JSONResponse({"error": str(exc)}, status_code=status)
-        return page(request, "error.html", status=status, error=str(exc))
+            return error_response(exc) if isinstance(exc, RungError) else JSONResponse(error_body(GENERIC), status.http)
+        if isinstance(exc, AuthError):
+            return page(request, "login.html", status=status.http, error=str(exc), next=request.url.path)
+        extra = {"user": None} if status.http >= 500 else {}  # what failed may be the store the user is read from
+        return page(request, "error.html", status=status.http, error=str(exc) if known else GENERIC, **extra)
 
     routes = [
         Route("/", reader(overview)),
@@ -217,12 +215,7 @@ def create_app(project: Project) -> Starlette:
         Route("/actions/{name}/{action}", action, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
     ]
-    return Starlette(routes=routes, exception_handlers={
-        AuthError: on_auth, views.NotFoundPage: on_not_found, BadQuery: on_bad_request, RungError: on_refused})
-
-
-class BadQuery(ValueError):
-    """A query parameter that cannot be read (400, naming it)."""
+    return Starlette(routes=routes, exception_handlers=exception_handlers(log, generic=GENERIC, answer=answer))
 
 
 def _int(request: Request, name: str, default: int | None, low: int, high: int) -> Any:
@@ -232,9 +225,9 @@ def _int(request: Request, name: str, default: int | None, low: int, high: int) 
     try:
         value = int(raw)
     except ValueError:
-        raise BadQuery(f"{name}: {raw!r} is not a whole number") from None
+        raise RequestInvalid(f"{name}: {raw!r} is not a whole number", name) from None
     if not low <= value <= high:
-        raise BadQuery(f"{name}: {value} is outside {low}..{high}")
+        raise RequestInvalid(f"{name}: {value} is outside {low}..{high}", name)
     return value
 
 
@@ -245,13 +238,12 @@ def _time(request: Request, name: str) -> datetime | None:
     try:
         return datetime.fromisoformat(raw)
     except ValueError:
-        raise BadQuery(f"{name}: {raw!r} is not an ISO 8601 time") from None
+        raise RequestInvalid(f"{name}: {raw!r} is not an ISO 8601 time", name) from None
 
 
 def _act(project: Project, lock: threading.Lock, model: str, verb: str, body: dict[str, Any], actor: str) -> str:
     """Carry out one action as ``actor``; the rollout functions record the event."""
     from rung.delivery import rollout
-
     from rung.delivery.controller import Controller
 
     reason = body.get("reason") if isinstance(body.get("reason"), str) else None
@@ -265,7 +257,7 @@ def _act(project: Project, lock: threading.Lock, model: str, verb: str, body: di
         elif verb == "deploy":
             version = body.get("version")
             if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-                raise BadQuery("version: give the version number to deploy (a whole number ≥ 1)")
+                raise RequestInvalid("version: give the version number to deploy (a whole number ≥ 1)", "version")
             strategy = body.get("strategy") if body.get("strategy") in ("direct", "canary", "ab", "shadow") else None
             created = rollout.deploy(project, f"{model}:{version}", strategy=strategy, actor=actor, reason=reason)
             message = f"deploying {created.ref} with {created.strategy}"
@@ -273,9 +265,9 @@ def _act(project: Project, lock: threading.Lock, model: str, verb: str, body: di
             Controller(project, holder="ui").sync()  # traffic follows at once, controller running or not, as the CLI does
             return message
     # retrain: the chain runs for minutes; start it and answer now (its events tell the rest)
-    from rung.delivery.clock import SYSTEM
+    from rung.clock import SYSTEM
+    from rung.triggers.decision import TriggerReason
     from rung.triggers.retrain import retrain
-    from rung.triggers.settings import TriggerReason
 
     why = reason or f"requested in the dashboard by {actor}"
     threading.Thread(target=retrain, args=(project, TriggerReason("manual", why)), daemon=True,

@@ -12,19 +12,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from rung import charts
+from rung.errors import NotFound
 from rung.timeline import ICONS, chains_of, describe
-from rung.ui import charts
 
 if TYPE_CHECKING:
     from rung.project import Project
 
-__all__ = ["overview", "model_page", "monitoring", "feature", "timeline", "maturity", "NotFoundPage"]
+__all__ = ["overview", "model_page", "monitoring", "feature", "timeline", "maturity"]
 
 PERFORMANCE = ("accuracy", "roc_auc", "f1", "log_loss", "rmse", "mae")
-
-
-class NotFoundPage(LookupError):
-    """The page names a model, version or feature that does not exist (404)."""
 
 
 def _models(project: Project) -> list[str]:
@@ -34,7 +31,7 @@ def _models(project: Project) -> list[str]:
 
 def overview(project: Project) -> dict[str, Any]:
     from rung.delivery.rollout import current
-    from rung.serving.routing import RoutingTable
+    from rung.delivery.routing import RoutingTable
 
     store = project.store
     aliases = project.tracking.aliases()
@@ -92,7 +89,7 @@ def model_page(project: Project, name: str, *, mlflow_url: str | None = None) ->
     store = project.store
     versions = [v for v in store.list_model_versions(name)]
     if not versions:
-        raise NotFoundPage(f"no registered version of a model named {name!r} (`rung run` registers one)")
+        raise NotFound(f"no registered version of a model named {name!r} (`rung run` registers one)", field="name")
     aliases = project.tracking.aliases().get(name, {})
     certifications: dict[int, Any] = {}
     for e in store.events(limit=2000, kinds=("certification",)):
@@ -140,7 +137,7 @@ def _card(project: Project, v: Any, cert: Any) -> dict[str, Any]:
 def monitoring(project: Project, name: str, *, last: int = 60) -> dict[str, Any]:
     windows = project.store.windows(name, limit=max(last, 1) * 4)
     if not windows and name not in _models(project):
-        raise NotFoundPage(f"no model named {name!r}")
+        raise NotFound(f"no model named {name!r}", field="name")
     versions = sorted({w.version for w in windows})
     latest = versions[-1] if versions else None
     drift_windows = [w for w in windows if w.report.get("drift")][-last:]
@@ -207,7 +204,7 @@ def feature(project: Project, name: str, feature_name: str, *, version: int | No
     import numpy as np
     import pandas as pd
 
-    from rung.delivery.clock import SYSTEM
+    from rung.clock import SYSTEM
     from rung.monitor.logreader import RequestLogReader
     from rung.monitor.requestlog import log_root
     from rung.monitor.windows import Monitor
@@ -215,7 +212,7 @@ def feature(project: Project, name: str, feature_name: str, *, version: int | No
     windows = [w for w in project.store.windows(name, limit=2000) if w.report.get("drift")]
     known = {f["name"] for w in windows for f in w.report["drift"].get("features", [])}
     if feature_name not in known:
-        raise NotFoundPage(f"no monitored feature {feature_name!r} of {name!r}")
+        raise NotFound(f"no monitored feature {feature_name!r} of {name!r}", field="feature")
     chosen = [w for w in windows if (version is None or w.version == version) and (end is None or w.end == end)]
     window = chosen[-1] if chosen else windows[-1]
     report = next(f for f in window.report["drift"]["features"] if f["name"] == feature_name)
@@ -229,8 +226,8 @@ def feature(project: Project, name: str, feature_name: str, *, version: int | No
     reference = Monitor(project, SYSTEM).reference(name, window.version)
     current = RequestLogReader(log_root(project)).window(name, window.start, window.end, version=window.version,
                                                          shadow=False, columns=[feature_name])
-    ref_values = reference.features[feature_name] if feature_name in reference.features else None
-    cur_values = current[feature_name] if feature_name in current else None
+    ref_values = reference.features.get(feature_name)
+    cur_values = current.get(feature_name)
     labels: list[str] = []
     ref_share: list[float] = []
     cur_share: list[float] = []

@@ -26,13 +26,13 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rung.serving.protocols import Columns
+from rung.models.signature import Columns, to_frame
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from rung.serving.loader import LoadedModel
+    from rung.models.loaded import LoadedModel
 
 __all__ = ["CompiledPipeline", "compile_model"]
 
@@ -187,11 +187,9 @@ def _checks(model: LoadedModel, sample: pd.DataFrame) -> list[tuple[str, Columns
 
 def _differs(model: LoadedModel, compiled: CompiledPipeline, checks: list[tuple[str, Columns]]) -> str:
     """The first disagreement between the two routes, or ``""``."""
-    from rung.serving.batching import to_frame
-
     for label, columns in checks:
         try:
-            expected = model.predict(to_frame(model, columns))
+            expected = model.predict(to_frame(model.columns, columns))
         except Exception:  # the user's estimator may raise anything; the compiled route must refuse it too
             try:
                 model.outputs(compiled, columns)

@@ -1,4 +1,4 @@
-"""The ``triggers:`` section of ``rung.yaml``, and the decision of which triggers fire on a tick.
+"""Which retraining triggers fire on a tick, and the state that carries their memory from tick to tick.
 
 :func:`evaluate` is pure: settings, the clock's now, the latest window's
 metrics and the data fingerprint in; reasons and a new JSON-safe state out.
@@ -9,7 +9,7 @@ when the guard next allows. The retraining loop::
 
     reasons, state = evaluate(settings.triggers, now=now, metrics=window, data=fp, state=state)
     if reasons:
-        ok, why = settings.triggers.guard().allow(history, now)
+        ok, why = Guard.from_settings(settings.triggers).allow(history, now)
         if ok:
             start_retraining(reasons)
             state = record_start(state, now=now, data=fp)
@@ -17,7 +17,8 @@ when the guard next allows. The retraining loop::
 
 A start satisfies every pending trigger at once: it trains on the latest data,
 the schedule counts from it, and drift or under-performance must show again
-for ``for`` windows before they ask for another.
+for ``for`` windows before they ask for another. The ``triggers:`` section
+itself is :class:`rung.config.triggers.TriggerSettings`.
 """
 
 from __future__ import annotations
@@ -25,57 +26,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from rung.monitor.alerts import Duration, MetricRule, RuleTracker
-from rung.triggers.guards import Guard
+from rung.clock import utc
+from rung.config.rules import MetricRule
+from rung.config.triggers import TriggerSettings
+from rung.monitor.alerts import RuleTracker
 from rung.triggers.newdata import DataFingerprint, changed
-from rung.triggers.schedule import Schedule, cron_problem
+from rung.triggers.schedule import Schedule
 
-__all__ = ["TriggerSettings", "TriggerReason", "TriggerKind", "evaluate", "record_start"]
+__all__ = ["TriggerReason", "TriggerKind", "evaluate", "record_start"]
 
 TriggerKind = Literal["schedule", "new_data", "drift", "performance", "manual"]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TriggerSettings(_Section):
-    """When to retrain, and the guard against retraining too often. Everything is off by default."""
-
-    schedule: str | None = None  # cron, UTC: "0 3 * * 1"
-    new_data: bool = False  # the data source changed: new files, more rows, other contents
-    drift: MetricRule | None = None  # {metric: drift.share, condition: "> 0.3", for: 2}
-    performance: MetricRule | None = None  # {metric: performance.accuracy, condition: "< 0.8", for: 1}
-    cooldown: Duration = Field(default=6 * 3600.0)  # "6h", "30m", "1d" or seconds
-    max_per_day: int | None = Field(default=4, ge=1)  # None: no cap
-    stale_after: Duration = Field(default=6 * 3600.0)  # a retraining unfinished this long is dead
-
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, cron: str | None) -> str | None:
-        problem = None if cron is None else cron_problem(cron)
-        if problem is not None:
-            raise ValueError(problem)
-        return cron
-
-    @field_validator("stale_after")
-    @classmethod
-    def _stale_after(cls, seconds: float) -> float:
-        if seconds <= 0:
-            raise ValueError("must be more than 0 seconds, e.g. 6h")
-        return seconds
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.schedule or self.new_data or self.drift or self.performance)
-
-    def guard(self) -> Guard:
-        return Guard(cooldown_s=self.cooldown, max_per_day=self.max_per_day, stale_after_s=self.stale_after)
 
 
 @dataclass(frozen=True)
@@ -112,7 +75,7 @@ def evaluate(
     only sets baselines: the schedule counts from it and the data seen then is
     taken as the data the current model was trained on.
     """
-    now = _utc(now)
+    now = utc(now)
     new: dict[str, Any] = {**copy.deepcopy(dict(state or {})), "version": 1}
     reasons = []
 
@@ -165,7 +128,7 @@ def record_start(state: Mapping[str, Any] | None, *, now: datetime, data: DataFi
     :func:`evaluate` saw).
     """
     new = {**copy.deepcopy(dict(state or {})), "version": 1}
-    new["schedule_from"] = _utc(now).isoformat()
+    new["schedule_from"] = utc(now).isoformat()
     if data is not None:
         new["data_latest"] = data.to_dict()
     if new.get("data_latest") is not None:
@@ -195,9 +158,5 @@ def _rule_reason(kind: TriggerKind, rule: MetricRule, tracker: RuleTracker, firi
     return TriggerReason(kind, why, details)
 
 
-def _utc(when: datetime) -> datetime:
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
-
-
 def _parse(text: str) -> datetime:
-    return _utc(datetime.fromisoformat(text))
+    return utc(datetime.fromisoformat(text))

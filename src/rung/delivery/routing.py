@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rung.errors import ConfigError
@@ -62,22 +63,22 @@ class RoutingTable:
     def build(
         cls,
         model: str,
-        variants: list[dict[str, Any]] | list[Variant],
-        shadows: list[dict[str, Any]] | list[Variant] = (),  # type: ignore[assignment]
+        variants: Sequence[dict[str, Any] | Variant],
+        shadows: Sequence[dict[str, Any] | Variant] = (),
         **meta: Any,
     ) -> RoutingTable:
         """Check a table and precompute its cumulative weights; :class:`ConfigError` names the bad field."""
         parsed = tuple(_variant(v, f"variants[{i}]") for i, v in enumerate(variants))
         shadow = tuple(_variant(v, f"shadows[{i}]", shadow=True) for i, v in enumerate(shadows))
         if not parsed:
-            raise ConfigError("variants: a routing table needs at least one variant")
+            raise ConfigError("variants: a routing table needs at least one variant", field="variants")
         names = [v.name for v in parsed + shadow]
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate:
-            raise ConfigError(f"variants: the name '{duplicate}' is used twice")
+            raise ConfigError(f"variants: the name '{duplicate}' is used twice", field="variants")
         total = sum(v.weight for v in parsed)
         if total <= 0:
-            raise ConfigError("variants: the weights add up to 0; give at least one variant a positive weight")
+            raise ConfigError("variants: the weights add up to 0; give at least one variant a positive weight", field="variants")
         bounds, running = [], 0.0
         for v in parsed:
             running += v.weight / total
@@ -110,7 +111,7 @@ class RoutingTable:
     def choose(self, key: str | None) -> Variant:
         """The variant that answers a request with ``key`` (random when ``key`` is None)."""
         point = key_point(self.model, key) if key is not None else random.random()
-        for variant, bound in zip(self.variants, self._bounds):
+        for variant, bound in zip(self.variants, self._bounds, strict=False):
             if point < bound:
                 return variant
         return self.variants[-1]
@@ -152,7 +153,7 @@ def set_routing(
     the stored one (also when two writers create the table at once), and
     :class:`~rung.errors.LeaseLost` for a ``fence`` whose lease is gone.
     """
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def event(record: RouteRecord) -> dict[str, Any]:
         return {"kind": "routing", "actor": actor, "subject": table.model, "time": now,
@@ -178,17 +179,18 @@ def _variant(value: dict[str, Any] | Variant, where: str, *, shadow: bool = Fals
     elif isinstance(value, dict):
         raw = value
     else:
-        raise ConfigError(f"{where}: expected an object with name, version and weight")
+        raise ConfigError(f"{where}: expected an object with name, version and weight", field=where)
     unknown = set(raw) - {"name", "version", "weight", "share"}
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown field; use name, version, weight")
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown field; use name, version, weight",
+                          field=f"{where}.{sorted(unknown)[0]}")
     version = raw.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ConfigError(f"{where}.version: expected a model version number >= 1, got {version!r}")
+        raise ConfigError(f"{where}.version: expected a model version number >= 1, got {version!r}", field=f"{where}.version")
     name = raw.get("name") or ("shadow" if shadow else f"v{version}")
     if not isinstance(name, str) or not NAME.match(name):
-        raise ConfigError(f"{where}.name: {name!r} is not a valid variant name (letters, digits, . _ -)")
+        raise ConfigError(f"{where}.name: {name!r} is not a valid variant name (letters, digits, . _ -)", field=f"{where}.name")
     weight = raw.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (0 <= weight < float("inf")):
-        raise ConfigError(f"{where}.weight: expected a number >= 0, got {weight!r}")
+        raise ConfigError(f"{where}.weight: expected a number >= 0, got {weight!r}", field=f"{where}.weight")
     return Variant(name, version, float(weight))

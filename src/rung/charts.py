@@ -1,8 +1,17 @@
 """Charts as inline SVG, drawn on the server: no chart library, nothing fetched, readable without script.
 
-Each function returns one ``<svg class="chart ...">`` element with a
-``data-points`` count (what the browser test checks was drawn) and
-``<title>`` tooltips on the marks.
+Every chart of the package is drawn here, from plain numbers and labels, so
+that one module decides how text reaches the markup: every label, tooltip
+and link goes through :func:`html.escape` (quotes included, so attributes
+in either quote style are safe). The dashboard's charts (``line_chart``,
+``heatmap``, ``paired_bars``, ``flow``) return one ``<svg class="chart ...">``
+element with a ``data-points`` count (what the browser test checks was
+drawn) and ``<title>`` tooltips on the marks. The standalone reports' charts
+(``overlaid_histograms``, ``category_bars`` for the drift report;
+``ladder``, ``level_history`` for the maturity assessment) are sized for a
+page read offline and styled by that page's CSS.
+
+It imports nothing from rung, so any layer may draw with it.
 """
 
 from __future__ import annotations
@@ -11,7 +20,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 
-__all__ = ["PALETTE", "line_chart", "heatmap", "paired_bars", "flow"]
+__all__ = [
+    "PALETTE", "line_chart", "heatmap", "paired_bars", "flow",
+    "overlaid_histograms", "category_bars", "ladder", "level_history",
+]
 
 PALETTE = ("#0b6bcb", "#e8710a", "#1e8e3e", "#a142f4", "#d93025", "#12b5cb", "#f9ab00", "#5f6368")
 
@@ -173,3 +185,136 @@ def flow(nodes: Sequence[tuple[str, str, str | None]], *, width: int = 760) -> s
                        f'stroke-width="1.5" marker-end="url(#arrow)"/>')
     out.append("</svg>")
     return "".join(out)
+
+
+# --- the drift report: both distributions of a feature on the same axes -------------------------
+
+REPORT_WIDTH, REPORT_HEIGHT, REPORT_PAD = 560, 190, 34
+REFERENCE_COLOUR, CURRENT_COLOUR = "#4c78a8", "#f58518"
+
+
+def overlaid_histograms(reference_shares: Sequence[float], current_shares: Sequence[float], low: float,
+                        high: float) -> str:
+    """Two histograms on the same bins between ``low`` and ``high``, half transparent, reference under current."""
+    width, height, pad = REPORT_WIDTH, REPORT_HEIGHT, REPORT_PAD
+    top = float(max(max(reference_shares), max(current_shares), 1e-12))
+    inner_w, inner_h = width - 2 * pad, height - 2 * pad
+    step = inner_w / len(reference_shares)
+    bars = []
+    for shares, colour in ((reference_shares, REFERENCE_COLOUR), (current_shares, CURRENT_COLOUR)):
+        for i, share in enumerate(shares):
+            if share <= 0:
+                continue
+            h = inner_h * share / top
+            bars.append(
+                f"<rect x='{pad + i * step:.1f}' y='{pad + inner_h - h:.1f}' width='{step:.1f}' height='{h:.1f}' "
+                f"fill='{colour}' fill-opacity='0.5'/>"
+            )
+    labels = (
+        f"<text x='{pad}' y='{height - 10}'>{escape(f'{low:.3g}')}</text>"
+        f"<text x='{width - pad}' y='{height - 10}' text-anchor='end'>{escape(f'{high:.3g}')}</text>"
+        f"<text x='{pad - 4}' y='{pad + 4}' text-anchor='end'>{top:.0%}</text>"
+    )
+    return _report_svg("".join(bars) + _report_axes() + labels)
+
+
+def category_bars(names: Sequence[str], reference_shares: Sequence[float], current_shares: Sequence[float]) -> str:
+    """Reference and current share of each category side by side, in the order given; long names cut to 10."""
+    width, height, pad = REPORT_WIDTH, REPORT_HEIGHT, REPORT_PAD
+    top = float(max(max(reference_shares), max(current_shares), 1e-12))
+    inner_w, inner_h = width - 2 * pad, height - 2 * pad
+    slot = inner_w / len(names)
+    bar = slot * 0.4
+    parts = []
+    for i, name in enumerate(names):
+        x = pad + i * slot + slot * 0.1
+        for j, (share, colour) in enumerate(((reference_shares[i], REFERENCE_COLOUR), (current_shares[i], CURRENT_COLOUR))):
+            h = inner_h * float(share) / top
+            parts.append(
+                f"<rect x='{x + j * bar:.1f}' y='{pad + inner_h - h:.1f}' width='{bar:.1f}' height='{h:.1f}' fill='{colour}'>"
+                f"<title>{escape(name)}: {'reference' if j == 0 else 'current'} {float(share):.1%}</title></rect>"
+            )
+        label = name if len(name) <= 10 else name[:9] + "…"
+        parts.append(f"<text x='{x + bar:.1f}' y='{height - 12}' text-anchor='middle'>{escape(label)}</text>")
+    parts.append(f"<text x='{pad - 4}' y='{pad + 4}' text-anchor='end'>{top:.0%}</text>")
+    return _report_svg("".join(parts) + _report_axes())
+
+
+def _report_axes() -> str:
+    bottom = REPORT_HEIGHT - REPORT_PAD
+    return (
+        f"<line x1='{REPORT_PAD}' y1='{bottom}' x2='{REPORT_WIDTH - REPORT_PAD}' y2='{bottom}' stroke='#999'/>"
+        f"<line x1='{REPORT_PAD}' y1='{REPORT_PAD}' x2='{REPORT_PAD}' y2='{bottom}' stroke='#999'/>"
+    )
+
+
+def _report_svg(body: str) -> str:
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{REPORT_WIDTH}' height='{REPORT_HEIGHT}' "
+        f"viewBox='0 0 {REPORT_WIDTH} {REPORT_HEIGHT}' role='img'>{body}</svg>"
+    )
+
+
+# --- the maturity assessment: levels reached, and how they moved -------------------------------
+
+
+def ladder(rows: Sequence[tuple[str, str, int | None]], *, top: int, colour: str, label: str) -> str:
+    """One row per dimension, one cell per level 0..``top``, filled up to the level reached.
+
+    ``rows`` are (label shown, name in the tooltip, level reached or None for
+    "not assessed"); ``label`` is the chart's accessible name.
+    """
+    cell, gap, label_w, top_pad = 40, 4, 110, 18
+    width = label_w + (top + 1) * (cell + gap)
+    height = top_pad + len(rows) * 30 + 4
+    parts = [f'<svg class="ladder" role="img" aria-label="{escape(label)}" '
+             f'width="100%" viewBox="0 0 {width} {height}" style="max-width:{width}px" preserveAspectRatio="xMinYMin meet" '
+             f'xmlns="http://www.w3.org/2000/svg">']
+    for level in range(top + 1):
+        x = label_w + level * (cell + gap)
+        parts.append(f'<text x="{x + cell / 2}" y="12" text-anchor="middle" class="axis">{level}</text>')
+    for row, (shown, name, reached_level) in enumerate(rows):
+        y = top_pad + row * 30
+        parts.append(f'<text x="0" y="{y + 16}" class="dim">{escape(shown)}</text>')
+        for level in range(top + 1):
+            x = label_w + level * (cell + gap)
+            reached = reached_level is not None and level <= reached_level
+            fill = colour if reached else "#eceff1"
+            title = f"{name}: level {level} {'reached' if reached else 'not reached'}"
+            parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="22" rx="3" fill="{fill}">'
+                         f'<title>{escape(title)}</title></rect>')
+        if reached_level is None:
+            parts.append(f'<text x="{label_w + 6}" y="{y + 16}" class="na">not assessed</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def level_history(times: Sequence[str], lines: Sequence[tuple[str, str, int, Sequence[int | None]]]) -> str:
+    """Each line's level at each time, as a share of its top level, from ``times[0]`` to ``times[-1]``.
+
+    ``lines`` are (name, colour, top level, level at each time or None where
+    not assessed). Each line is drawn 3 px below the one before, so lines at
+    equal levels stay visible.
+    """
+    width, height, pad = 640, 200, 30
+    n = len(times)
+    parts = [f'<svg class="history" role="img" aria-label="levels over time" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+             f'<line x1="{pad}" y1="{height - pad}" x2="{width - 10}" y2="{height - pad}" stroke="#999"/>']
+    for offset, (name, colour, top, levels) in enumerate(lines):
+        points = []
+        for i, level in enumerate(levels):
+            if level is None:
+                continue
+            x = pad + (i * (width - pad - 20) / max(n - 1, 1))
+            y = (height - pad) - (level / top) * (height - 2 * pad) + offset * 3
+            points.append(f"{x:.1f},{y:.1f}")
+        if points:
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2.5" points="{" ".join(points)}">'
+                         f'<title>{escape(name)}</title></polyline>')
+    parts.append(f'<text x="{pad}" y="{height - 8}" class="axis">{escape(times[0])}</text>')
+    parts.append(f'<text x="{width - 10}" y="{height - 8}" text-anchor="end" class="axis">{escape(times[-1])}</text>')
+    parts.append(f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end" class="axis">top</text>')
+    parts.append(f'<text x="{pad - 4}" y="{height - pad}" text-anchor="end" class="axis">0</text>')
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,53 @@
+"""The ``serve:`` and ``ui:`` sections of ``rung.yaml``: the two HTTP servers rung runs, the gateway and the dashboard."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from rung.config.section import Section
+
+__all__ = ["BatchingSettings", "ServeSettings", "UiSettings"]
+
+
+class BatchingSettings(Section):
+    """Micro-batching of concurrent single-row requests to one version."""
+
+    enabled: bool = True
+    max_batch_size: int = Field(default=64, ge=1, le=100_000)
+    # How long a batch waits for company. Unset: 1 ms when one predict call costs 2 ms or more
+    # (the batch shares that cost), else 0 (measured at load time; see rung.serving.batching).
+    max_wait_ms: float | None = Field(default=None, ge=0, le=1000)
+
+
+class ServeSettings(Section):
+    """``rung serve``: the gateway."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=1, le=65535)
+    key_field: str | None = None  # an input column that makes routing sticky when no X-Rung-Key header is sent
+    protect_predict: bool = False  # require a viewer token on prediction routes too
+    max_body_mb: float = Field(default=16.0, gt=0)
+    refresh_s: float = Field(default=0.1, gt=0, le=60)
+    # Threads each predict call may use (OpenMP/BLAS). One is right for a gateway: concurrency
+    # comes from batching, and on a small machine multi-threaded predict of a few rows is slower.
+    model_threads: int = Field(default=1, ge=1, le=256)
+    # process: each loaded version predicts in a worker process of its own, so a model's Python
+    # work never holds the gateway's GIL; thread: in a thread of the gateway (less memory).
+    isolation: Literal["process", "thread"] = "process"
+    workers: int = Field(default=1, ge=1, le=64)  # worker processes per loaded version (isolation: process)
+    # Predict through a compiled route of a scikit-learn pipeline (rung.serving.compiled) when, at
+    # load time, it gives the estimator's exact answers on the version's training rows.
+    compile: bool = True
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+
+
+class UiSettings(Section):
+    """``rung ui``: the operations dashboard."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8701, ge=1, le=65535)
+    read: Literal["open", "token"] = "open"  # token: every page needs a viewer token too
+    mlflow_url: str | None = None  # the MLflow UI, for links to run details (e.g. http://127.0.0.1:5000)
+    refresh_s: float = Field(default=3.0, gt=0, le=3600)  # how often open pages look for new events

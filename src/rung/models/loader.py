@@ -1,0 +1,114 @@
+"""A registered model version, fetched from the registry, verified and loaded.
+
+The model files are copied out of the MLflow registry into a local cache
+(``.rung/models/NAME/VERSION``) and their sha256 digests are checked against
+the ones recorded at registration *before* anything is deserialised: a
+tampered file is refused, never loaded. Certification, serving, monitoring
+and reproduction all load versions through :class:`ModelLoader`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rung.errors import IntegrityError, RungError, TrackingError
+from rung.models.flavours import load_native, read_mlmodel, read_signature
+from rung.models.loaded import LoadedModel
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from rung.pipeline.artifacts import ArtifactStore
+    from rung.store.records import ModelVersionRecord
+    from rung.tracking import Tracking
+
+__all__ = ["ModelLoader", "training_inputs", "verify_files"]
+
+
+def verify_files(path: Path, expected: dict[str, str], ref: str) -> None:
+    """Raise :class:`IntegrityError` unless the files under ``path`` hash to ``expected``."""
+    from rung.tracking import hash_tree
+
+    actual = hash_tree(path)
+    if not expected:
+        raise IntegrityError(f"{ref}: no sha256 digests were recorded at registration; re-register it with `rung run`")
+    changed = sorted(k for k in expected if actual.get(k) != expected[k])
+    added = sorted(set(actual) - set(expected))
+    if changed or added:
+        names = ", ".join((changed + added)[:3])
+        raise IntegrityError(f"{ref}: model files do not match the sha256 recorded at registration ({names}); refusing to load it")
+
+
+@dataclass(frozen=True)
+class ModelLoader:
+    """Loads versions from ``tracking``'s registry through the verified cache at ``cache_dir``."""
+
+    cache_dir: Path
+    tracking: Tracking
+    task: str
+
+    def fetch_verified(self, record: ModelVersionRecord) -> Path:
+        """The folder of ``record``'s files, copied out of the registry if needed and checked against their sha256.
+
+        What a gateway asks before it accepts a routing table naming the version,
+        and before it loads one: :class:`IntegrityError` if the files were changed.
+        """
+        target = self.cache_dir / record.name / str(record.version)
+        if not target.is_dir():
+            self._download(record, target)
+        verify_files(target, record.sha256, record.ref)
+        return target
+
+    def load(self, record: ModelVersionRecord) -> LoadedModel:
+        """Copy ``record``'s files out of the registry, verify them, load the native flavour."""
+        target = self.fetch_verified(record)
+        meta = read_mlmodel(target)
+        estimator, flavor = load_native(target, meta.get("flavors", {}), record.ref)
+        classes = [c.item() if hasattr(c, "item") else c for c in getattr(estimator, "classes_", [])]
+        return LoadedModel(
+            name=record.name,
+            version=record.version,
+            flavor=flavor,
+            task=self.task,
+            columns=read_signature(meta),
+            estimator=estimator,
+            path=target,
+            classes=classes,
+        )
+
+    def _download(self, record: ModelVersionRecord, target: Path) -> None:
+        import tempfile
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            # A folder inside the temporary one is what moves into place: MLflow may
+            # return ``tmp`` itself, which is private (0700) and owned by the cleanup.
+            staging = Path(tmp) / "files"
+            staging.mkdir()
+            try:
+                with self.tracking.fluent() as mlflow:
+                    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=record.model_uri, dst_path=str(staging)))
+            except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise TrackingError(f"{record.ref}: cannot fetch the model from MLflow at {self.tracking.uri}: {first}") from exc
+            (local / "registered_model_meta").unlink(missing_ok=True)
+            try:
+                local.rename(target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                # another process put it there first: the same files, verified next
+
+
+def training_inputs(record: ModelVersionRecord, artifacts: ArtifactStore, target: str) -> pd.DataFrame:
+    """The version's training data snapshot without the target: the rows the model was built for."""
+    snapshot = (record.lineage.get("data") or {}).get("snapshot")
+    if not snapshot:
+        raise RungError(f"{record.ref}: no data snapshot is recorded in its lineage; re-register it with `rung run`")
+    try:
+        frame = artifacts.get(snapshot)
+    except RungError as exc:
+        raise RungError(f"{record.ref}: its data snapshot cannot be read: {exc}") from exc
+    return frame.drop(columns=[target], errors="ignore")

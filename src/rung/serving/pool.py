@@ -1,0 +1,290 @@
+"""The versions a gateway has loaded, and the routing tables that send requests to them.
+
+Each model has a routing table in the metadata store. :meth:`VersionPool.refresh`
+(every ``serve.refresh_s``) reads the tables' revisions; a changed table
+has its new versions loaded off the request path (in a thread), and only
+then replaces the old table in one assignment. Requests in flight finish
+on the table they started with; a version no table names any more is
+unloaded after a grace period.
+
+A version that cannot be loaded (files that fail their sha256, a version
+not registered) is not served, and :meth:`VersionPool.not_served` says
+which and why. A running gateway keeps the table it had; one that starts
+serves every other model and version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from rung.delivery.routing import RoutingTable, set_routing, single_version
+from rung.errors import ConfigError, ModelVersionNotFound, NotFound, NotServed, RungError, StaleRoute
+from rung.models.compiled import CompiledPipeline, compile_model
+from rung.models.loaded import LoadedModel
+from rung.models.loader import training_inputs
+from rung.serving.batching import Runtime
+from rung.serving.metrics import GatewayMetrics
+from rung.serving.worker import ModelWorker
+
+if TYPE_CHECKING:
+    from rung.project import Project
+    from rung.store.records import ModelVersionRecord
+
+__all__ = ["VersionPool"]
+
+log = logging.getLogger("rung.gateway")
+
+RETIRE_AFTER_S = 30.0  # how long an unrouted version stays loaded for requests already routed to it
+WATCH_S = 0.5  # how often model workers are checked for a process that died while idle
+
+Db = Callable[..., Awaitable[Any]]
+
+
+class VersionPool:
+    """Loaded versions (:class:`~rung.serving.batching.Runtime` by model and version) and the tables in effect.
+
+    ``db`` runs a blocking store call in the gateway's database threads, so
+    a slow database delays the routing poll, never the event loop.
+    """
+
+    def __init__(self, project: Project, metrics: GatewayMetrics, db: Db) -> None:
+        self.project = project
+        self.settings = project.settings.serve
+        self.store = project.store
+        self.metrics = metrics
+        self.db = db
+        self.tables: dict[str, RoutingTable] = {}
+        self.runtimes: dict[tuple[str, int], Runtime] = {}
+        self.rejected: dict[str, int] = {}  # model -> routing revision that could not be loaded
+        self.unserved: dict[str, dict[int, str]] = {}  # model -> {version named by its table: why it is not served}
+        self._retiring: dict[tuple[str, int], asyncio.TimerHandle] = {}
+
+    def ensure_default_route(self) -> None:
+        """A project model without a routing table is served by its ``champion`` (blocking)."""
+        name = self.project.settings.model_name
+        if self.store.route(name) is not None:
+            return
+        champion = self.project.tracking.aliases().get(name, {}).get("champion")
+        if champion is not None:
+            with contextlib.suppress(StaleRoute):
+                set_routing(self.store, single_version(name, champion), actor="gateway", reason="champion at start",
+                            expected_revision=0)
+
+    async def refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.refresh_s)
+            try:
+                await self.refresh()
+            except Exception:  # a bad table or a store hiccup must not stop serving the current one
+                log.exception("routing refresh failed; serving the previous tables")
+
+    async def refresh(self) -> None:
+        """Load what changed tables need, then swap them in.
+
+        A table naming a version that cannot be loaded is refused while a
+        previous one serves; without one (at start, or a model new to this
+        gateway) the versions that did load serve, and the rest are listed
+        in :attr:`unserved`. Either way, it is tried again only when the
+        table changes.
+        """
+        revisions = await self.db(self.store.route_revisions)
+        for model, revision in revisions.items():
+            current = self.tables.get(model)
+            if (current is not None and current.revision == revision) or self.rejected.get(model) == revision:
+                continue
+            record = await self.db(self.store.route, model)
+            if record is None:
+                continue
+            try:
+                table = RoutingTable.from_record(record)
+            except ConfigError as exc:  # written around set_routing: nothing to load, keep what serves
+                self.rejected[model] = revision
+                log.error("routing table %s revision %s is malformed, not used: %s", model, revision, exc)
+                continue
+            failed = await self._load_versions(table)
+            if failed:
+                self.rejected[model] = revision
+                if current is not None:
+                    self.unserved[model] = failed
+                    log.error("routing table %s revision %s refused, still serving revision %s: %s", model, revision,
+                              current.revision, "; ".join(failed.values()))
+                    continue
+                served = _served_part(table, failed)
+                log.error("routing table %s revision %s: %s; %s", model, revision, "; ".join(failed.values()),
+                          f"serving version(s) {', '.join(map(str, sorted(served.versions)))}" if served else "not serving it")
+                self.unserved[model] = failed
+                if served is None:
+                    continue
+                table = served
+            else:
+                self.unserved.pop(model, None)
+            self.tables[model] = table  # the swap: one assignment
+            self.metrics.routing_revision.labels(model).set(table.revision)
+            if current is not None and table.updated_at is not None:
+                lag = max(0.0, time.time() - table.updated_at.timestamp())
+                self.metrics.routing_lag.labels(model).observe(lag)
+        self._unload_unused()
+
+    async def _load_versions(self, table: RoutingTable) -> dict[int, str]:
+        """Load the table's versions not loaded yet (each in a thread); why each that could not be, by version."""
+        failed: dict[int, str] = {}
+        for version in sorted(table.versions):
+            if (table.model, version) in self.runtimes:
+                continue
+            try:
+                self.runtimes[(table.model, version)] = await asyncio.to_thread(self._load, table.model, version)
+            except Exception as exc:  # one version that cannot load must not stop the others
+                failed[version] = str(exc) if isinstance(exc, RungError) else f"{table.model}:{version}: {type(exc).__name__}: {exc}"
+        return failed
+
+    def _record(self, model: str, version: int) -> ModelVersionRecord:
+        record = self.store.get_model_version(model, version)
+        if record is None:
+            raise ModelVersionNotFound(f"{model}:{version} is not a registered version")
+        return record
+
+    def verify(self, model: str, version: int) -> None:
+        """Raise unless ``model:version`` is registered and its files match their sha256 (blocking)."""
+        self.project.models_loader.fetch_verified(self._record(model, version))
+
+    def _load(self, model: str, version: int) -> Runtime:
+        """Download, verify and load a version, start its worker, warm it up (off the event loop)."""
+        record = self._record(model, version)
+        loaded = self.project.models_loader.load(record)
+        not_compiled = "serve.compile is false"
+        if self.settings.compile:
+            loaded.compiled, not_compiled = self._compile(loaded, record)
+        workers: list[ModelWorker] = []
+        if self.settings.isolation == "process":
+            try:
+                restarted = self.metrics.worker_restarts.labels(model, str(version)).inc
+                workers.extend(ModelWorker(loaded, threads=self.settings.model_threads, on_restart=restarted)
+                               for _ in range(self.settings.workers))
+            except Exception as exc:  # e.g. a pyfunc model that cannot be pickled: predict in a thread instead
+                for worker in workers:
+                    worker.close()
+                workers = []
+                log.warning("%s predicts in a thread of the gateway: no worker process (%s)", loaded.ref, exc)
+        batching = self.settings.batching
+        runtime = Runtime(
+            loaded,
+            workers=[*workers],
+            max_batch_size=batching.max_batch_size,
+            max_wait_ms=batching.max_wait_ms,
+            batching=batching.enabled,
+            threads=self.settings.model_threads,
+            on_batch=lambda m, rows: self.metrics.batch_rows.labels(m.name, str(m.version)).observe(rows),
+        )
+        runtime.warm_up()
+        if loaded.compiled is None:
+            runtime.note = f"not compiled: {not_compiled}"
+        log.info("loaded %s", runtime.describe())
+        return runtime
+
+    def _compile(self, loaded: LoadedModel, record: ModelVersionRecord) -> tuple[CompiledPipeline | None, str]:
+        """The compiled route when it gives the estimator's answers on the version's training rows; else why not."""
+        try:
+            sample = training_inputs(record, self.project.artifacts, self.project.settings.data.target)
+        except RungError as exc:
+            return None, str(exc)
+        return compile_model(loaded, sample)
+
+    def _unload_unused(self) -> None:
+        """Unload versions no table needs after a grace period.
+
+        Requests routed just before a swap still finish on them, and a table
+        that wants one back within the grace period gets it without a reload.
+        """
+        needed = {(m, v) for m, t in self.tables.items() for v in t.versions}
+        loop = asyncio.get_running_loop()
+        for key in list(self._retiring):
+            if key in needed:
+                self._retiring.pop(key).cancel()
+        for key in self.runtimes:
+            if key not in needed and key not in self._retiring:
+                self._retiring[key] = loop.call_later(RETIRE_AFTER_S, self._retire, key)
+
+    def _retire(self, key: tuple[str, int]) -> None:
+        self._retiring.pop(key, None)
+        runtime = self.runtimes.pop(key, None)
+        if runtime is not None:
+            runtime.close()
+
+    async def watch_workers(self) -> None:
+        """Start again, between requests, the model workers that died while idle (counted in the metrics)."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            workers = [w for r in self.runtimes.values() for w in r.workers if isinstance(w, ModelWorker)]
+            for worker in workers:
+                try:
+                    await asyncio.to_thread(worker.revive)
+                except Exception:  # it stays dead: the next request gets a 503 and tries again
+                    log.exception("model worker of %s could not be started again", worker.model.ref)
+
+    def close(self) -> None:
+        for runtime in self.runtimes.values():
+            runtime.close()
+
+    def not_served(self, model: str | None = None) -> list[dict[str, Any]]:
+        """What routing tables name but this gateway does not serve, and why (all models, or ``model``'s)."""
+        return [{"model": m, "version": v, "reason": why} for m, failed in sorted(self.unserved.items())
+                if model in (None, m) for v, why in sorted(failed.items())]
+
+    # -- who answers --------------------------------------------------------------------------
+
+    def table(self, model: str) -> RoutingTable:
+        table = self.tables.get(model)
+        if table is None and model in self.unserved:
+            why = "; ".join(self.unserved[model].values())
+            raise NotServed(f"model {model!r} is not served: {why}; route it to a version that loads", field="model_name")
+        if table is None:
+            served = ", ".join(sorted(self.tables)) or "none"
+            raise NotFound(f"model {model!r} is not served here; served: {served}", field="model_name")
+        return table
+
+    def pinned(self, model: str, version: int) -> Runtime:
+        table = self.table(model)
+        runtime = self.runtimes.get((model, version))
+        why = self.unserved.get(model, {}).get(version)
+        if runtime is None and why is not None:
+            raise NotServed(f"version {version} of {model!r} is not served: {why}", field="model_version")
+        if runtime is None:
+            served = ", ".join(str(v) for v in sorted(table.versions))
+            raise NotFound(f"version {version} of {model!r} is not served (served: {served}); deploy it first",
+                           field="model_version")
+        return runtime
+
+    def pick(self, model: str, version: int | None, key: str | None) -> tuple[Runtime, str, RoutingTable]:
+        """Who answers: the routed variant, or the pinned version."""
+        table = self.table(model)
+        if version is None:
+            variant = table.choose(key)
+            return self.runtimes[(model, variant.version)], variant.name, table
+        name = next((v.name for v in table.variants + table.shadows if v.version == version), "pinned")
+        return self.pinned(model, version), name, table
+
+    def primary(self, model: str) -> tuple[Runtime, str, RoutingTable]:
+        """The variant with the largest share (what model metadata describes)."""
+        table = self.table(model)
+        top = max(table.variants, key=lambda v: v.weight)
+        return self.runtimes[(model, top.version)], top.name, table
+
+    def columns(self, model: str, version: int | None) -> list[Any]:
+        """The input columns to parse a request with (the pinned or the primary version's)."""
+        runtime = self.pinned(model, version) if version is not None else self.primary(model)[0]
+        return runtime.model.columns
+
+
+def _served_part(table: RoutingTable, failed: dict[int, str]) -> RoutingTable | None:
+    """``table`` without the versions in ``failed`` (weights renormalised); ``None`` when no variant is left to answer."""
+    try:
+        return RoutingTable.build(table.model, [v for v in table.variants if v.version not in failed],
+                                  [v for v in table.shadows if v.version not in failed], revision=table.revision,
+                                  updated_at=table.updated_at, updated_by=table.updated_by, reason=table.reason)
+    except ConfigError:
+        return None
