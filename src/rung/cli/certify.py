@@ -8,7 +8,7 @@ MLflow unreachable, a model that cannot be loaded, bad settings).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -62,7 +62,7 @@ def _cell(value: Any) -> str:
 
 def certify(
     ref: str = typer.Argument(..., help="NAME:VERSION, e.g. churn:2"),
-    project_dir: Optional[Path] = PROJECT_OPTION,
+    project_dir: Path | None = PROJECT_OPTION,
     as_json: bool = JSON_OPTION,
     skip_tests: bool = typer.Option(False, "--skip-tests", help="Do not run the project's own pytest tests."),
 ) -> None:

@@ -74,8 +74,8 @@ def retrain(
 ) -> None:
     """Retrain now: run ▸ certify ▸ roll out with the configured strategy (cooldowns do not apply; one at a time)."""
     from rung.clock import SYSTEM
-    from rung.triggers.retrain import retrain as run_chain
     from rung.triggers.decision import TriggerReason
+    from rung.triggers.retrain import retrain as run_chain
 
     project = open_project(project_dir)
     record = run_chain(project, TriggerReason.manual(reason), clock=SYSTEM, actor="cli", manual=True)
