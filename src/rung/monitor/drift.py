@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from rung.config.drift import METHODS, DriftSettings, Method
 from rung.errors import DriftError
 from rung.monitor import stats
+from rung.monitor.coercion import as_numbers, looks_numeric
+from rung.monitor.multivariate import MultivariateResult, domain_classifier
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,7 +56,6 @@ Kind = Literal["numeric", "categorical"]
 
 SMALL_REFERENCE = 1000  # at most this many reference values: p-value tests (Evidently's rule)
 FEW_VALUES = 5  # a numeric column with at most this many distinct values is compared as categories
-NUMERIC_SHARE = 0.95  # a text column is numeric when this share of its values parse as numbers
 UNSEEN_LISTED = 10
 MAX_THREADS = 8  # columns compared at once; each holds its two sorted copies
 NOTE_OUT_OF_RANGE = 0.01  # below this, values beyond the reference's extremes are sampling, not news
@@ -87,25 +88,6 @@ class FeatureReport:
         out = asdict(self)
         out["unseen"] = list(self.unseen)
         out["notes"] = list(self.notes)
-        return out
-
-
-@dataclass(frozen=True)
-class MultivariateResult:
-    """The domain classifier's verdict: ROC AUC of telling current rows from reference rows."""
-
-    auc: float | None
-    threshold: float
-    drifted: bool
-    reference_rows: int = 0
-    current_rows: int = 0
-    folds: int = 3
-    features: tuple[str, ...] = ()
-    reason: str = ""  # why it was not computed, when auc is None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["features"] = list(self.features)
         return out
 
 
@@ -219,7 +201,7 @@ def compare(
     share = sum(f.drifted for f in compared) / len(compared) if compared else 0.0
     multivariate = None
     if settings.multivariate:
-        multivariate = _domain_classifier(reference, current, compared, settings)
+        multivariate = domain_classifier(reference, current, {f.name: f.kind for f in compared}, settings)
     return DriftReport(
         features=features,
         dataset_drifted=bool(compared) and share >= settings.dataset_share,
@@ -273,38 +255,10 @@ def _settled_method(name: str, kind: Kind, reference_values: int, settings: Drif
     return method, float(threshold)
 
 
-def _numbers(series: pd.Series) -> tuple[np.ndarray, int]:
-    """Float64 values (NaN where missing or not a number) and how many present values were not numbers."""
-    import numpy as np
-    import pandas as pd
-
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        as_float = series.dtype == np.float64  # already float64: no copy
-        values = series.to_numpy() if as_float else series.to_numpy(dtype=np.float64, na_value=np.nan)
-        return values, 0
-    missing = int(series.isna().sum())
-    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    return values, int(np.count_nonzero(np.isnan(values))) - missing
-
-
-def _looks_numeric(series: pd.Series) -> bool:
-    import pandas as pd
-
-    if pd.api.types.is_bool_dtype(series) or isinstance(series.dtype, pd.CategoricalDtype):
-        return False
-    if pd.api.types.is_numeric_dtype(series):
-        return True
-    present = series.dropna()
-    if present.empty:
-        return False
-    sample = present.iloc[:: max(1, len(present) // 10_000)]
-    return bool(pd.to_numeric(sample, errors="coerce").notna().mean() >= NUMERIC_SHARE)
-
-
 def _compare_feature(
     name: str, reference: pd.Series, current: pd.Series, settings: DriftSettings, force_categorical: bool
 ) -> FeatureReport:
-    if not force_categorical and _looks_numeric(reference):
+    if not force_categorical and looks_numeric(reference):
         return _compare_numeric(name, reference, current, settings)
     return _compare_categorical(name, reference, current, settings)
 
@@ -312,8 +266,8 @@ def _compare_feature(
 def _compare_numeric(name: str, reference: pd.Series, current: pd.Series, settings: DriftSettings) -> FeatureReport:
     import numpy as np
 
-    ref_values, ref_errors = _numbers(reference)
-    cur_values, cur_errors = _numbers(current)
+    ref_values, ref_errors = as_numbers(reference)
+    cur_values, cur_errors = as_numbers(current)
     # the one copy of a column this module makes: its finite values, sorted
     ref, cur = stats.finite_sorted(ref_values), stats.finite_sorted(cur_values)
     ref_bad, cur_bad = ref_values.size - ref.size, cur_values.size - cur.size
@@ -471,70 +425,4 @@ def _decide_categorical(
         unseen_share=unseen_share,
         notes=tuple(notes),
         **base,
-    )
-
-
-def _domain_classifier(
-    reference: pd.DataFrame, current: pd.DataFrame, features: list[FeatureReport], settings: DriftSettings
-) -> MultivariateResult:
-    """3-fold cross-validated ROC AUC of a gradient-boosted classifier telling current rows from reference rows.
-
-    About 0.5 when the two samples are alike. NannyML alerts outside
-    0.45-0.65: below 0.5 is chance; above 0.65 the model finds real
-    structure that separates the samples, including a change in how features
-    relate that no single feature's test sees.
-    """
-    import numpy as np
-    import pandas as pd
-
-    threshold = settings.auc_threshold
-    names = [f.name for f in features]
-    min_rows = 20
-    if not names:
-        return MultivariateResult(None, threshold, False, reason="no feature was compared")
-    if len(reference) < min_rows or len(current) < min_rows:
-        return MultivariateResult(None, threshold, False, reason=f"needs at least {min_rows} rows a side")
-
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
-    rng = np.random.default_rng(settings.seed)
-    # as many rows from each side (a balanced task, so 0.5 means "cannot tell"), and no more than the smaller has:
-    # a window of 300 rows against a training set of 100,000 costs a fit on 600 rows, not on 100,300
-    size = min(settings.max_rows_multivariate, len(reference), len(current))
-    ref_rows = np.sort(rng.choice(len(reference), size=size, replace=False))
-    cur_rows = np.sort(rng.choice(len(current), size=size, replace=False))
-    by_name = {str(c): c for c in reference.columns}
-    columns: list[np.ndarray] = []
-    categorical_mask: list[bool] = []
-    kinds = {f.name: f.kind for f in features}
-    for name in names:
-        ref = reference[by_name[name]].iloc[ref_rows]
-        cur = current[by_name[name]].iloc[cur_rows]
-        if kinds[name] == "numeric" and _looks_numeric(reference[by_name[name]]):
-            values = np.concatenate((_numbers(ref)[0], _numbers(cur)[0]))
-            values[~np.isfinite(values)] = np.nan
-            columns.append(values)
-            categorical_mask.append(False)
-        else:
-            both = pd.concat((ref.astype(str).where(ref.notna()), cur.astype(str).where(cur.notna())), ignore_index=True)
-            codes, uniques = pd.factorize(both, use_na_sentinel=True)
-            encoded = codes.astype(np.float64)
-            encoded[codes < 0] = np.nan
-            columns.append(encoded)
-            categorical_mask.append(len(uniques) < 250)  # the model's limit on categories; beyond it, codes as numbers
-    x = np.column_stack(columns)
-    y = np.concatenate((np.zeros(ref_rows.size), np.ones(cur_rows.size)))
-    model = HistGradientBoostingClassifier(
-        max_iter=50, categorical_features=np.array(categorical_mask), early_stopping=False, random_state=settings.seed
-    )
-    folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=settings.seed)
-    auc = float(np.mean(cross_val_score(model, x, y, cv=folds, scoring="roc_auc")))
-    return MultivariateResult(
-        auc=auc,
-        threshold=threshold,
-        drifted=auc > threshold,
-        reference_rows=int(ref_rows.size),
-        current_rows=int(cur_rows.size),
-        features=tuple(names),
     )
