@@ -207,7 +207,8 @@ def up(
     from rung.ui import start_ui
 
     dashboard = start_ui(project, port=ui_port) if ui else nullcontext(None)
-    with start_gateway(project, host=host or serve.host, port=port or serve.port) as gateway, dashboard as ui_url:
+    # the dashboard first: once the gateway answers ready, everything `rung up` serves is up
+    with dashboard as ui_url, start_gateway(project, host=host or serve.host, port=port or serve.port) as gateway:
         gc.freeze()  # as `rung serve`: what startup loaded stays out of the collector's full passes
         for thread in threads:
             thread.start()
