@@ -19,5 +19,7 @@ cur = pd.DataFrame({f"f{i}": rng.normal(0.1 if i < 10 else 0, size=n) for i in r
 s = DriftSettings(multivariate=False) if "multivariate" in DriftSettings.model_fields else DriftSettings()
 times = []
 for _ in range(3):
-    t = time.perf_counter(); r = compare(ref, cur, settings=s); times.append(time.perf_counter() - t)
-print(sys.argv[1], "best %.2f s" % min(times), "drifted", sum(f.drifted for f in r.features), "load", os.getloadavg()[0])
+    t = time.perf_counter()
+    r = compare(ref, cur, settings=s)
+    times.append(time.perf_counter() - t)
+print(sys.argv[1], f"best {min(times):.2f} s", "drifted", sum(f.drifted for f in r.features), "load", os.getloadavg()[0])
