@@ -40,6 +40,7 @@ Over HTTP (and later gRPC) each class has one status, decided in one table:
     │   └── WorkerDied              a model's worker process died while predicting; retry
     ├── PredictionFailed            the model raised on this input (500, that request only)
     ├── CertificationError          `rung certify` could not run its checks (exit 2)
+    ├── AdoptionRefused             `rung adopt` cannot take an MLflow version as asked (its name, no signature, adopted already)
     ├── AuthError                   a missing, unknown or revoked API token (401)
     │   └── PermissionDenied        a valid token whose role is too low for the call (403)
     ├── StaleRoute                  a routing table changed under a writer
@@ -86,6 +87,7 @@ __all__ = [
     "WorkerDied",
     "PredictionFailed",
     "CertificationError",
+    "AdoptionRefused",
     "AuthError",
     "PermissionDenied",
     "StaleRoute",
@@ -254,6 +256,14 @@ class CertificationError(RungError):
     """
 
     exit_code = 2
+
+
+class AdoptionRefused(RungError):
+    """A version registered with MLflow's own API cannot be adopted as asked; nothing was registered.
+
+    Its name is not the project's model, it has neither signature nor input
+    example, rung holds it already, or its reference data does not fit it.
+    """
 
 
 class AuthError(RungError):

@@ -23,6 +23,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "ray": ("ray", "ray"),
     "xgboost": ("xgboost", "xgboost"),
     "lightgbm": ("lightgbm", "lightgbm"),
+    "torch": ("torch", "torch"),
+    "onnx": ("onnx", "onnx"),
+    "onnxruntime": ("onnx", "onnxruntime"),
     "pynvml": ("gpu", "nvidia-ml-py"),
 }
 

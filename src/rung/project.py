@@ -115,7 +115,7 @@ class Project:
         """Loads this project's registered versions through its verified local cache."""
         from rung.models.loader import ModelLoader
 
-        return ModelLoader(self.state_dir / "models", self.tracking, self.settings.task)
+        return ModelLoader(self.state_dir / "models", self.tracking, self.settings.task, device=self.settings.serve.device)
 
     def close(self) -> None:
         """Release what this project opened: the metadata store's connections and MLflow's.
@@ -241,11 +241,19 @@ class Project:
         data_source: str,
         fence: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """Register ``model`` in MLflow and record its lineage in the metadata store (``fence``: see Tracking.register)."""
+        """Register ``model`` in MLflow and record its lineage in the metadata store (``fence``: see Tracking.register).
+
+        ``model`` is what the train step returned, or already a
+        :class:`~rung.models.trained.TrainedModel`; its prepare hook's file is
+        packaged with it, and its classes and inputs go into the MLmodel file.
+        """
         import json
 
         from rung.evaluation import flatten_metrics
+        from rung.models.trained import trained_model
         from rung.tracking import manifest_digest
+
+        trained = trained_model(self.settings, self.root, model, train_set)
 
         run_lineage = self.store.get_run(ctx.run_id).lineage
         code = run_lineage.get("code", {})
@@ -257,8 +265,18 @@ class Project:
             "mlflow.source.git.commit": code.get("git_commit") or "",
             "rung.git_dirty": str(code.get("git_dirty")),
         }
+        rung_meta: dict[str, Any] = {"inputs": trained.inputs, "task": trained.task}
+        if trained.classes:
+            rung_meta["classes"] = json.loads(json.dumps(trained.classes, default=str))
+        if trained.prepare is not None:
+            rung_meta["prepare"] = trained.prepare.spec
         registered = self.tracking.register(
-            model,
+            trained.native,
+            flavor=trained.flavor,
+            inputs=trained.inputs,
+            predict=trained.predict,
+            code_paths=[trained.prepare.file] if trained.prepare else [],
+            metadata={"rung": rung_meta},
             name=self.settings.model_name,
             experiment=self.settings.tracking.experiment or self.settings.name,
             train=train_set,
@@ -334,6 +352,7 @@ class Project:
                     "metrics": record.metrics.get("overall", {}),
                     "run_id": record.run_id,
                     "created_at": record.created_at.isoformat(),
+                    "adopted_from": record.lineage.get("adopted_from"),  # models:/NAME/VERSION, or None: trained by rung
                 }
             )
         return out
@@ -360,5 +379,8 @@ class Project:
             "mlflow_run_id": record.mlflow_run_id,
             "metrics": record.metrics.get("overall", {}),
             "reference_profile": record.lineage.get("reference_profile"),
+            # adopted from MLflow's registry (rung.adoption): where from, and what MLflow knew of it
+            "adopted_from": record.lineage.get("adopted_from"),
+            "mlflow": record.lineage.get("mlflow", {}),
         }
 

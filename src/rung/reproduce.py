@@ -85,6 +85,8 @@ def reproduce(
 ) -> Reproduction:
     record = project.model_version(ref)
     lineage = record.lineage
+    if lineage.get("adopted_from"):
+        raise RungError(f"{ref} was adopted from {lineage['adopted_from']}, not trained by rung: there is no run to reproduce")
     snapshot = lineage.get("data", {}).get("snapshot")
     if not snapshot or not project.artifacts.exists(snapshot):
         raise RungError(f"{ref}: its data snapshot {snapshot or '(none recorded)'} is not in {project.artifacts.root}")

@@ -13,9 +13,16 @@ validate          data, schema.yaml, validation   ``validated``
 split             validated, split                ``train_set``, ``test_set``
 profile           train_set                       ``reference_profile``
 *train (yours)*   train_set, params               ``model``
-evaluate          model, test_set, evaluate       ``metrics``
+evaluate          model, test_set, train_set      ``metrics``
 register          model, metrics, train_set, ...  ``model_version``
 ================  ==============================  ==========================
+
+``prepared(train_set, ctx)`` is what a train step hands the team's own
+function: the model's input columns (``data.features``, or all but target,
+ids and ``data.drop``) through the ``train.prepare`` hook, and the target.
+evaluate and register wrap whatever the train step returned the same way
+(:func:`rung.models.trained.trained_model`), so the model is scored and
+registered on exactly what it was fitted on.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from rung.pipeline.step import StepContext, step
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ingest", "validate", "split", "profile", "evaluate", "register"]
+__all__ = ["ingest", "validate", "split", "profile", "prepared", "evaluate", "register"]
 
 
 def _source_fingerprint(ctx: StepContext) -> str | None:
@@ -84,20 +91,44 @@ def split(validated: pd.DataFrame, ctx: StepContext) -> tuple[pd.DataFrame, pd.D
 
 @step(outputs="reference_profile")
 def profile(train_set: pd.DataFrame, ctx: StepContext) -> dict[str, Any]:
-    """The training data's profile, kept with the model for drift monitoring."""
+    """The profile of the model's inputs (and target) in the training data, kept with the model for drift monitoring."""
+    from rung.data.features import project_inputs
     from rung.data.profile import reference_profile
 
-    return reference_profile(train_set, target=ctx.settings.data.target)
+    data = ctx.settings.data
+    inputs = project_inputs(list(train_set.columns), data, ctx.project_root)
+    columns = [*inputs, data.target] if data.target in train_set.columns else inputs
+    return reference_profile(train_set[columns], target=data.target)
+
+
+def prepared(train_set: pd.DataFrame, ctx: StepContext) -> tuple[pd.DataFrame, pd.Series]:
+    """``(X, y)`` for a training function: the model's input columns through the prepare hook, and the target.
+
+    What a train step gives the team's own function, so that it fits on
+    exactly what evaluation and serving will give the model (see
+    :mod:`rung.data.features` for which columns are inputs, ``train.prepare``
+    for the hook).
+    """
+    from rung.data.features import project_inputs
+    from rung.models.hooks import PrepareHook
+
+    settings = ctx.settings
+    data = settings.data
+    X = train_set[project_inputs(list(train_set.columns), data, ctx.project_root)]
+    if settings.prepare:
+        X = PrepareHook.from_spec(settings.prepare, ctx.project_root).load()(X.copy())
+    return X, train_set[data.target]
 
 
 @step(outputs="metrics")
-def evaluate(model: Any, test_set: pd.DataFrame, ctx: StepContext) -> dict[str, Any]:
-    """Metrics on the held-out split, overall and per declared slice."""
+def evaluate(model: Any, test_set: pd.DataFrame, train_set: pd.DataFrame, ctx: StepContext) -> dict[str, Any]:
+    """Metrics on the held-out split, overall and per declared slice, through the model's inputs and prepare hook."""
     from rung.evaluation import evaluate_model
+    from rung.models.trained import trained_model
 
     settings = ctx.settings
     return evaluate_model(
-        model,
+        trained_model(settings, ctx.project_root, model, train_set),
         test_set,
         target=settings.data.target,
         task=settings.task,

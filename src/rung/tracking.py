@@ -5,7 +5,8 @@ metrics, a ``log_input`` dataset with its digest, the model with signature
 and input example, tags for the code version) and adds what MLflow lacks:
 the sha256 of every model file, recorded at registration so a tampered
 model can be refused before it is loaded. scikit-learn models are saved in
-the skops format, not pickle. XGBoost and LightGBM use their native flavours.
+the skops format, not pickle. XGBoost, LightGBM, PyTorch, ONNX and MLflow
+``PythonModel`` s use their own MLflow flavours.
 
 On a local SQLite tracking store, registrations from concurrent processes
 are serialised with a file lock: MLflow's SQLite store does not guard
@@ -18,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import sys
 import threading
 import urllib.error
@@ -28,11 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rung.errors import RungError, TrackingError
+from rung.skops_io import skops_io
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Tracking", "Registered", "detect_flavor", "hash_tree", "CHAMPION", "CHALLENGER"]
+__all__ = ["Tracking", "Registered", "hash_tree", "CHAMPION", "CHALLENGER"]
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -47,20 +50,6 @@ class Registered:
     flavor: str
     sha256: dict[str, str]
     aliases: list[str]
-
-
-def detect_flavor(model: Any) -> str:
-    module = type(model).__module__
-    if module.startswith("xgboost"):
-        return "xgboost"
-    if module.startswith("lightgbm"):
-        return "lightgbm"
-    if hasattr(model, "predict") and hasattr(model, "fit"):
-        return "sklearn"
-    raise TrackingError(
-        f"cannot register a {type(model).__name__}: rung registers scikit-learn, XGBoost and LightGBM models; "
-        "return one of those from the train step"
-    )
 
 
 _FLUENT_LOCK = threading.RLock()
@@ -80,6 +69,34 @@ def hash_tree(root: Path) -> dict[str, str]:
                 digest.update(block)
         out[path.relative_to(root).as_posix()] = digest.hexdigest()
     return out
+
+
+def _migrated_template() -> Path:
+    """An empty MLflow database migrated to the installed version, made once and kept in rung's cache."""
+    import mlflow
+
+    cache = Path(os.environ.get("RUNG_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rung")
+    template = cache / f"mlflow-{mlflow.__version__}.db"
+    if template.is_file():
+        return template
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".mlflow-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not template.is_file():
+            from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+
+            partial = cache / f".mlflow-{os.getpid()}.db"
+            partial.unlink(missing_ok=True)
+            uri = f"sqlite:///{partial}"
+            TrackingStore(uri, "./mlruns")
+            RegistryStore(uri)
+            for store_class in (TrackingStore, RegistryStore):
+                engine = getattr(store_class, "_engine_map", {}).pop(uri, None)
+                if engine is not None:
+                    engine.dispose()
+            os.replace(partial, template)
+    return template
 
 
 def manifest_digest(manifest: dict[str, str]) -> str:
@@ -151,7 +168,39 @@ class Tracking:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         import mlflow
 
+        self._ensure_database()
         return mlflow.MlflowClient(self.uri, self.uri)
+
+    def _ensure_database(self) -> None:
+        """A new project's SQLite MLflow database, copied from a migrated empty one instead of migrated anew.
+
+        MLflow creates its tables by running every Alembic migration since its
+        first release: 10 to 20 s on a small machine, paid by the first
+        command of every project. rung migrates an empty database once per
+        MLflow version, under ``$RUNG_CACHE_DIR`` (default ``~/.cache/rung``),
+        and copies it; the copy is what MLflow itself would have made (its
+        tables, its default experiment). Anything unusual (not SQLite, the
+        file exists, the cache cannot be written) leaves it to MLflow.
+        """
+        if self.__dict__.get("_database_ready") or not self.uri.startswith("sqlite:///"):
+            return
+        self._database_ready = True
+        target = Path(self.uri.removeprefix("sqlite:///"))
+        if target.exists():
+            return
+        try:
+            template = _migrated_template()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            shutil.copyfile(template, partial)
+            try:
+                os.link(partial, target)  # never over a database another process made meanwhile
+            except FileExistsError:
+                pass
+            finally:
+                partial.unlink(missing_ok=True)
+        except Exception:  # the cache is an optimisation: MLflow creates the database as it always would
+            return
 
     @contextlib.contextmanager
     def fluent(self) -> Iterator[Any]:
@@ -168,6 +217,7 @@ class Tracking:
         globals_ = ((_tracking_service.utils, "_tracking_uri"), (_model_registry.utils, "_registry_uri"))
         with _FLUENT_LOCK:  # threads (the gateway's loaders) take turns with the globals
             saved = [(module, attr, getattr(module, attr)) for module, attr in globals_ if hasattr(module, attr)]
+            self._ensure_database()
             mlflow.set_tracking_uri(self.uri)
             mlflow.set_registry_uri(self.uri)
             try:
@@ -192,6 +242,9 @@ class Tracking:
         self,
         model: Any,
         *,
+        flavor: str,
+        inputs: list[str],
+        predict: Callable[[pd.DataFrame], Any],
         name: str,
         experiment: str,
         train: pd.DataFrame,
@@ -203,9 +256,16 @@ class Tracking:
         data_source: str,
         data_path: Path,
         artifacts: dict[str, Any],
+        code_paths: list[Path] | None = None,
+        metadata: dict[str, Any] | None = None,
         fence: Callable[[], None] | None = None,
     ) -> Registered:
-        """Log a run with the model and register it as a new version of ``name``.
+        """Log a run with the native ``model`` (an MLflow ``flavor``) and register it as a new version of ``name``.
+
+        The signature holds ``inputs`` (the raw columns the model takes, before
+        any prepare hook) and what ``predict`` answers on them; ``code_paths``
+        (the prepare hook's file) travel with the model, ``metadata`` goes into
+        its MLmodel file.
 
         The new version gets the ``challenger`` alias; the first version of a
         model also gets ``champion``. If anything fails after the version
@@ -214,13 +274,12 @@ class Tracking:
         before any alias moves; whatever it raises stops the registration
         (the register step passes one that checks its run is still alive).
         """
-        flavor = detect_flavor(model)
         try:
             with self._lock(), self.fluent() as mlflow:
                 return self._register(
                     mlflow,
-                    model, flavor, name, experiment, train, target, params, metrics, tags, data_digest, data_source,
-                    data_path, artifacts, fence or (lambda: None),
+                    model, flavor, inputs, predict, name, experiment, train, target, params, metrics, tags, data_digest, data_source,
+                    data_path, artifacts, code_paths or [], metadata or {}, fence or (lambda: None),
                 )
         except RungError:
             raise
@@ -232,6 +291,8 @@ class Tracking:
         mlflow: Any,
         model: Any,
         flavor: str,
+        inputs: list[str],
+        predict: Callable[[pd.DataFrame], Any],
         name: str,
         experiment: str,
         train: pd.DataFrame,
@@ -243,15 +304,16 @@ class Tracking:
         data_source: str,
         data_path: Path,
         artifacts: dict[str, Any],
+        code_paths: list[Path],
+        metadata: dict[str, Any],
         fence: Callable[[], None],
     ) -> Registered:
         from mlflow.models import infer_signature
 
         client = self._client()
         experiment_id = self._experiment_id(client, experiment)
-        X = train.drop(columns=[target])
-        example = X.head(5)
-        signature = infer_signature(example, model.predict(example))
+        example = train[inputs].head(5)
+        signature = infer_signature(example, predict(example))
         created_version: int | None = None
         with mlflow.start_run(experiment_id=experiment_id, run_name=tags.get("rung.run_id", "")[:8]) as run:
             try:
@@ -264,7 +326,7 @@ class Tracking:
                 mlflow.log_input(dataset, context="training", tags={"rung.snapshot": data_digest, "rung.source": data_source})
                 for filename, content in artifacts.items():
                     mlflow.log_dict(content, filename)
-                info = self._log_model(mlflow, model, flavor, signature, example)
+                info = self._log_model(mlflow, model, flavor, signature, example, code_paths, metadata)
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri))
                 manifest = hash_tree(local)
                 fence()
@@ -296,17 +358,47 @@ class Tracking:
         )
 
     @staticmethod
-    def _log_model(mlflow: Any, model: Any, flavor: str, signature: Any, example: Any) -> Any:
+    def _log_model(mlflow: Any, model: Any, flavor: str, signature: Any, example: Any, code_paths: list[Path],
+                   metadata: dict[str, Any]) -> Any:
+        """Log ``model`` with its flavour's MLflow API, pinned to the versions installed here.
+
+        PyTorch modules and ``PythonModel`` s are pickled by MLflow; the
+        classes they are made of that live in the team's own files are
+        pickled by value (:func:`_own_code_by_value`), so loading the version
+        later needs no copy of those files on the import path.
+        """
         from importlib.metadata import version as installed
 
-        common = {"name": "model", "signature": signature, "input_example": example}
+        common: dict[str, Any] = {"name": "model", "signature": signature, "input_example": example,
+                                  "metadata": metadata or None, "code_paths": [str(p) for p in code_paths] or None}
         if flavor == "xgboost":
             return mlflow.xgboost.log_model(model, pip_requirements=[f"xgboost=={installed('xgboost')}"], **common)
         if flavor == "lightgbm":
+            skops_io()  # MLflow saves LightGBM with skops: imported first, without PyTorch (rung.skops_io)
             return mlflow.lightgbm.log_model(model, pip_requirements=[f"lightgbm=={installed('lightgbm')}"], **common)
-        import skops.io
+        if flavor == "pytorch":
+            import mlflow.pytorch
 
-        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+            with _own_code_by_value(type(m) for m in model.modules()):
+                # pickle, not pt2: pt2 traces forward() on a tensor example, which a module taking the
+                # prepared frame's matrix does not have at hand here; rung models marks pickled versions.
+                return mlflow.pytorch.log_model(model, serialization_format="pickle",
+                                                pip_requirements=[f"torch=={_release(installed('torch'))}"], **common)
+        if flavor == "onnx":
+            import mlflow.onnx
+            import onnx
+
+            proto = onnx.load_model_from_string(bytes(model)) if isinstance(model, (bytes, bytearray)) else model
+            requirements = [f"onnx=={installed('onnx')}", f"onnxruntime=={installed('onnxruntime')}"]
+            return mlflow.onnx.log_model(proto, pip_requirements=requirements, **common)
+        if flavor == "pyfunc":
+            import mlflow.pyfunc
+
+            requirements = [f"mlflow=={installed('mlflow')}", f"cloudpickle=={installed('cloudpickle')}"]
+            with _own_code_by_value(type(model).__mro__):
+                return mlflow.pyfunc.log_model(python_model=model, pip_requirements=requirements, **common)
+        skops = skops_io()
+        trusted = skops.get_untrusted_types(data=skops.dumps(model))
         requirements = [f"scikit-learn=={installed('scikit-learn')}", f"skops=={installed('skops')}"]
         return mlflow.sklearn.log_model(
             model,
@@ -374,6 +466,48 @@ class Tracking:
             return {m.name: {a: int(v) for a, v in (m.aliases or {}).items()} for m in client.search_registered_models()}
         except Exception as exc:
             raise TrackingError(f"cannot read the MLflow registry at {self.uri}: {str(exc).splitlines()[0]}") from exc
+
+
+def _release(version: str) -> str:
+    """``2.4.1`` of ``2.4.1+cu121``: the local build tag is not on the package index."""
+    return version.split("+", 1)[0]
+
+
+@contextlib.contextmanager
+def _own_code_by_value(classes: Any) -> Iterator[None]:
+    """While logging: cloudpickle the modules of ``classes`` that are the team's own code by value, not by name.
+
+    A class from an installed package (torch, mlflow) is pickled by name, as
+    usual; one from a file of the project (``model.py``) would need that file
+    on the import path of every process that loads the version, and would
+    load whatever the file says *then*. By value, the version carries the
+    code it was trained with.
+    """
+    import sysconfig
+
+    import cloudpickle
+
+    installed = tuple(str(Path(p).resolve()) for p in {sysconfig.get_path("purelib"), sysconfig.get_path("platlib"),
+                                                       sysconfig.get_path("stdlib")} if p)
+    modules = set()
+    for cls in classes:
+        module = sys.modules.get(getattr(cls, "__module__", "") or "")
+        file = getattr(module, "__file__", None)
+        if module is None or not file or module.__name__ in ("__main__", "builtins"):
+            continue
+        if not str(Path(file).resolve()).startswith(installed):
+            modules.add(module)
+    registered = []
+    try:
+        for module in modules:
+            with contextlib.suppress(ValueError):
+                cloudpickle.register_pickle_by_value(module)
+                registered.append(module)
+        yield
+    finally:
+        for module in registered:
+            with contextlib.suppress(ValueError):
+                cloudpickle.unregister_pickle_by_value(module)
 
 
 def _first_line(exc: BaseException) -> str:

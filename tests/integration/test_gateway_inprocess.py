@@ -163,7 +163,7 @@ def test_predict_in_both_protocols(served: InProcess) -> None:
         ("POST", "/v2/models/churn/infer", {"json": oip([ROW | {"age": "old"}])}, 422, "age"),
         ("POST", "/v2/models/churn/infer", {"json": {"inputs": oip([ROW])["inputs"][1:]}}, 422, "tenure_months"),
         ("POST", "/invocations", {"json": {"dataframe_records": [ROW], "instances": [ROW]}}, 422, "body"),
-        ("POST", "/invocations", {"content": b"a,b\n1,2", "headers": {"content-type": "text/csv"}}, 415, "content-type"),
+        ("POST", "/invocations", {"content": b"a=1&b=2", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, "content-type"),
         ("POST", "/invocations", {"json": {"dataframe_records": [ROW] * 2000}}, 413, "body"),
         ("POST", "/v2/models/nope/infer", {"json": oip([ROW])}, 404, "model_name"),
         ("POST", "/v2/models/churn/versions/9/infer", {"json": oip([ROW])}, 404, "model_version"),

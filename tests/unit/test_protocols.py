@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rung.errors import InputError
+from rung.errors import InputError, RequestInvalid
 from rung.models.signature import Column
-from rung.serving.protocols import check_columns, oip_outputs, parse_mlflow, parse_oip
+from rung.serving.protocols import check_columns, oip_outputs, parse_csv, parse_mlflow, parse_oip
 
 COLUMNS = [Column("age", "long"), Column("income", "double"), Column("plan", "string")]
 ROWS = [{"age": 30, "income": 1.5, "plan": "a"}, {"age": 40, "income": 2.5, "plan": "b"}]
@@ -32,6 +32,26 @@ def test_every_mlflow_layout_gives_the_same_columns(body: dict) -> None:
     assert checked(parse_mlflow(body, COLUMNS)) == (EXPECTED, 2)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_records": [row | {"zip": "x", "id": i} for i, row in enumerate(ROWS)]},
+        {"dataframe_split": {"columns": ["id", "age", "income", "plan"], "data": [[7, 30, 1.5, "a"], [8, 40, 2.5, "b"]]}},
+        {"inputs": EXPECTED | {"zip": [{"nested": 1}, None]}},
+    ],
+)
+def test_columns_the_model_does_not_take_are_left_out(body: dict) -> None:
+    """A request may carry a whole record: the model gets its own columns, in its order, whatever the extras hold."""
+    columns, rows = checked(parse_mlflow(body, COLUMNS))
+    assert (columns, rows) == (EXPECTED, 2) and list(columns) == ["age", "income", "plan"]
+
+
+def test_a_missing_column_is_named_with_what_the_model_takes() -> None:
+    with pytest.raises(InputError) as info:
+        checked(parse_mlflow({"dataframe_records": [{"age": 1, "plan": "a", "zip": 1}]}, COLUMNS))
+    assert info.value.field == "income" and "the model takes age, income, plan" in str(info.value)
+
+
 def test_oip_column_tensors_and_one_matrix_agree() -> None:
     per_column = {"inputs": [
         {"name": "age", "shape": [2], "datatype": "INT64", "data": [30, 40]},
@@ -48,7 +68,7 @@ def test_oip_column_tensors_and_one_matrix_agree() -> None:
         ({"dataframe_records": [{"age": "x", "income": 1.0, "plan": "a"}]}, "age"),
         ({"dataframe_records": [{"age": 1, "income": 1.0, "plan": 3}]}, "plan"),
         ({"dataframe_records": [{"age": 1, "income": 1.0}]}, "plan"),
-        ({"dataframe_records": [{"age": 1, "income": 1.0, "plan": "a", "zip": 1}]}, "zip"),
+        ({"dataframe_records": [{"age": 1, "income": 1.0, "zip": 1}]}, "plan"),
         ({"dataframe_records": [{"age": True, "income": 1.0, "plan": "a"}]}, "age"),
         ({"dataframe_records": []}, "inputs"),
         ({"dataframe_records": ROWS, "instances": ROWS}, "body"),
@@ -74,6 +94,8 @@ def test_mlflow_errors_name_the_field(body: dict, field: str) -> None:
         ({"inputs": [{"name": "age", "shape": [3], "datatype": "INT64", "data": [1]}]}, "inputs[0].data"),
         ({"inputs": [{"name": "age", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}, "inputs[0].shape"),
         ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}]}, "inputs[0].shape"),
+        ({"inputs": [{"name": "age", "shape": [1], "datatype": "INT64", "data": [1]},
+                     {"name": "zip", "shape": [2], "datatype": "INT64", "data": [1, 2]}]}, "inputs[1].shape"),
     ],
 )
 def test_oip_errors_name_the_field(body: dict, field: str) -> None:
@@ -88,3 +110,63 @@ def test_oip_outputs_carry_types_and_shapes() -> None:
     out = {o["name"]: o for o in oip_outputs({"predict": np.array([0, 1]), "proba": np.array([0.1, float("nan")])})}
     assert out["predict"] == {"name": "predict", "datatype": "INT64", "shape": [2], "data": [0, 1]}
     assert out["proba"]["datatype"] == "FP64" and out["proba"]["data"] == [0.1, None]
+
+
+def test_csv_reads_cells_as_the_signature_says() -> None:
+    body = "\ufeffid,age,income,plan,flag\n7,30,1.5,a,x\n8,40,2.5,b,\n".encode()
+    columns, rows = parse_csv(body, COLUMNS)
+    assert rows == 2 and columns["id"] == ["7", "8"] and columns["flag"] == ["x", None]  # not the model's: text
+    assert check_columns(columns, COLUMNS) == EXPECTED
+
+
+def test_csv_empty_and_na_cells_are_missing_where_the_model_takes_numbers() -> None:
+    columns, _ = parse_csv(b",age,income,plan\n0,,NaN,\n1,3.0,NA,NA\n", COLUMNS)  # with DataFrame.to_csv()'s index
+    assert check_columns(columns, COLUMNS) == {"age": [None, 3.0], "income": [None, None], "plan": [None, "NA"]}
+    assert parse_csv(b"ok,n\ntrue,1\nFALSE,\n", [Column("ok", "boolean"), Column("n", "long")])[0] == {
+        "ok": [True, False], "n": [1, None]}
+    assert parse_csv(b"a,b\n1,x\n2.5,y\n", [])[0] == {"a": [1, 2.5], "b": ["x", "y"]}  # no signature: guessed
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "field", "fragment"),
+    [
+        (b"", RequestInvalid, "body", "empty"),
+        (b"\n\n", RequestInvalid, "body", "empty"),
+        (b"age,income,plan\n1,2\n", RequestInvalid, "body", "line 2 has 2 values; the header has 3"),
+        (b"age,income,plan\n1,2,\xff\n", RequestInvalid, "body", "not UTF-8"),
+        (b'age,income,plan\n1,2,"a\n', RequestInvalid, "body", "cannot be read"),
+        (b"age,age,plan\n1,2,a\n", RequestInvalid, "body", "appears twice"),
+        (b",\n1,2\n", RequestInvalid, "body", "names no columns"),
+        (b"age,income,plan\n", InputError, "inputs", "no rows"),
+        (b"30,1.5,a\n40,2.5,b\n", InputError, "age", "must be the header"),
+        (b"age,income,plan\n1,2,a\nold,2,a\n", InputError, "age", "expected a number, got 'old' (CSV line 3)"),
+        (b"age,plan\n1,a\n", InputError, "income", "missing input column 'income'"),
+    ],
+)
+def test_bad_csv_says_what_is_wrong(body: bytes, error: type[Exception], field: str, fragment: str) -> None:
+    with pytest.raises(error) as info:
+        columns, _ = parse_csv(body, COLUMNS)
+        check_columns(columns, COLUMNS)
+    assert type(info.value) is error and info.value.field == field and fragment in str(info.value)  # type: ignore[attr-defined]
+
+
+def test_any_csv_body_is_read_or_refused_as_bad_input() -> None:
+    """Whatever the bytes, parsing and checking a CSV body ends in columns or a 4xx error, never another exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    cell = st.one_of(st.sampled_from(["", "1", "-2.5", "NaN", "NA", "true", "x", '"q"', "age", "plan", "1e309"]), st.text(max_size=5))
+    row = st.lists(cell, min_size=0, max_size=5).map(",".join)
+    text = st.lists(row, max_size=6).map("\n".join).map(str.encode)
+
+    @given(body=st.one_of(text, st.binary(max_size=60)))
+    @settings(max_examples=400, deadline=None, database=None)
+    def parse(body: bytes) -> None:
+        for signature in (COLUMNS, [Column("ok", "boolean")], []):
+            try:
+                columns, _ = parse_csv(body, signature)
+                check_columns(columns, signature)
+            except RequestInvalid:
+                pass
+
+    parse()

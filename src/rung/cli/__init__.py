@@ -13,6 +13,7 @@ import sys
 import typer
 from rich.markup import escape
 
+from rung.cli import adopt as _adopt
 from rung.cli import assess as _assess
 from rung.cli import certify as _certify
 from rung.cli import deliver as _deliver
@@ -20,6 +21,7 @@ from rung.cli import demo as _demo
 from rung.cli import drift as _drift
 from rung.cli import loop as _loop
 from rung.cli import models as _models
+from rung.cli import predict as _predict
 from rung.cli import project as _project
 from rung.cli import serve as _serve
 from rung.cli import ui as _ui
@@ -47,6 +49,8 @@ def _root(
 _project.register(app)
 _demo.register(app)
 _models.register(app)
+_predict.register(app)
+_adopt.register(app)
 _certify.register(app)
 _serve.register(app)
 _deliver.register(app)

@@ -142,7 +142,7 @@ def history(
                           f"{r['latency_ms']:.1f} ms, prediction {r['prediction']}"
                           + (f", feedback {r['feedback']:g}" if r["feedback"] is not None else ""))
         return
-    kinds = ("deploy", "rollout", "routing")
+    kinds = ("deploy", "rollout", "routing", "batch.scored")
     events = [e for e in project.store.events(subject=name, limit=2000) if e.kind in kinds]
     if as_json:
         print_json([{"time": e.time.isoformat(), "kind": e.kind, "actor": e.actor, "data": e.data} for e in events])
@@ -161,6 +161,8 @@ def _what(event: Any) -> str:
         return f"deploy v{data['version']} ({data['strategy']})" + (" forced" if data.get("forced") else "")
     if event.kind == "rollout":
         return f"v{data.get('version', '?')} {data.get('from', 'running')} → {data.get('to', '?')}"
+    if event.kind == "batch.scored":
+        return f"batch v{data['version']}: {data['rows']:,} rows → {Path(data['output']['path']).name}"
     return f"routing revision {data.get('revision', '')}".strip()
 
 

@@ -24,12 +24,24 @@ def register(app: typer.Typer) -> None:
 
 
 def models(project_dir: Path | None = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """Registered models and versions, with aliases and key metrics."""
+    """Registered models and versions, with aliases and key metrics; which versions load with pickle.
+
+    A PyTorch module or an MLflow python_function model is unpickled when it
+    is loaded, which runs code from the file: its sha256 is checked first,
+    but whoever can register a version can run code where it is served.
+    scikit-learn (skops), XGBoost, LightGBM and ONNX files are data.
+    """
+    from rung.models.flavours import PICKLED
+
     project = open_project(project_dir)
     if as_json:
-        print_json(project.models())
-    else:
-        show_models(project)
+        print_json([row | {"pickle": row["flavor"] in PICKLED} for row in project.models()])
+        return
+    show_models(project)
+    pickled = [f"{row['name']}:{row['version']} ({row['flavor']})" for row in project.models() if row["flavor"] in PICKLED]
+    if pickled:
+        console.print(f"[yellow]pickle[/]: {', '.join(pickled)} deserialise with pickle when loaded (code from the file runs; "
+                      "its sha256 is checked first). scikit-learn, XGBoost, LightGBM and ONNX versions do not.")
 
 
 def show_lineage(project: Project, ref: str) -> None:
@@ -53,6 +65,9 @@ def show_lineage(project: Project, ref: str) -> None:
     run = info["pipeline_run"]
     tree.add(f"[cyan]pipeline run[/] {run['id'][:8]} ({run['trigger']}, {run['status']}, {fmt_duration(run['duration_s'])})")
     tree.add(f"[cyan]MLflow run[/] {info['mlflow_run_id']}")
+    if info.get("adopted_from"):
+        mlflow = info.get("mlflow") or {}
+        tree.add(f"[cyan]adopted from[/] {info['adopted_from']} (registered {mlflow.get('registered_at') or '?'} by {mlflow.get('registered_by') or '?'})")
     metrics = ", ".join(f"{k} {fmt_metric(v)}" for k, v in info["metrics"].items())
     tree.add(f"[cyan]metrics[/] {metrics}")
     console.print(tree)

@@ -28,8 +28,11 @@ def init(
     git: bool = typer.Option(True, "--git/--no-git", help="Start a git repository (with a first commit) unless already inside one."),
     data: str | None = typer.Option(None, "--data", help="In an existing repository: the training data (CSV or Parquet)."),
     target: str | None = typer.Option(None, "--target", help="With --data: the column to predict."),
-    train: str | None = typer.Option(None, "--train", help="With --data: your training function, FILE.py:FUNCTION, called as FUNCTION(X, y)."),
+    train: str | None = typer.Option(None, "--train", help="With --data: your training function, FILE.py:FUNCTION, "
+                                     "called as FUNCTION(X, y) or FUNCTION(frame); default: rung's model."),
     task: str | None = typer.Option(None, "--task", help="With --data: classification or regression (default: guessed from the target)."),
+    prepare: str | None = typer.Option(None, "--prepare", help="With --data: FILE.py:FUNCTION preparing raw rows for the model "
+                                       "(default: a `prepare` function next to --train)."),
 ) -> None:
     """Create a project that runs green out of the box, or set rung up around an existing repository.
 
@@ -42,17 +45,20 @@ def init(
     from rung.errors import RungError
     from rung.templates import adopt_repository, init_project
 
-    if data is not None or target is not None or train is not None:
-        if not (data and target and train):
-            raise RungError("rung init in an existing repository needs --data FILE, --target COLUMN and --train FILE.py:FUNCTION")
-        if task is not None and task not in ("classification", "regression"):
-            raise RungError(f"--task {task}: use classification or regression")
-        made = adopt_repository(directory or Path.cwd(), data=data, target=target, train=train, name=name, task=task, git=git)
+    if data is not None or target is not None or train is not None or prepare is not None:
+        if not (data and target):
+            raise RungError("rung init in an existing repository needs --data FILE and --target COLUMN (and optionally --train FILE.py:FUNCTION)")
+        made = adopt_repository(directory or Path.cwd(), data=data, target=target, train=train, name=name, task=task,
+                                prepare=prepare, git=git)
         console.print(f"[green]Set up rung[/] in {made.root}: {', '.join(made.files)}", soft_wrap=True)
+        for line in made.inferred:
+            console.print(f"  inferred: {line}", soft_wrap=True, highlight=False, markup=False)
+        for line in made.review:
+            console.print(f"  review:   {line}", soft_wrap=True, highlight=False, markup=False)
         to_commit = made.files
     else:
         if name is None:
-            raise RungError("give the new project a NAME (rung init churn), or set rung up here with --data, --target and --train")
+            raise RungError("give the new project a NAME (rung init churn), or set rung up here with --data and --target")
         made = init_project(name, template, directory, rows=rows, git=git)
         console.print(f"[green]Created[/] {made.root} ([bold]{template}[/])", soft_wrap=True)
         to_commit = [os.path.relpath(made.root)]
@@ -95,6 +101,22 @@ def run(
         console.print(f"  metrics: {shown}")
     if record.model_version is not None:
         console.print(f"  model: [bold]{record.model_name}:{record.model_version}[/]  (see `rung lineage {record.model_name}:{record.model_version}`)")
+    _print_warnings(project.state_dir / "runs" / record.id / "validation.json")
+
+
+def _print_warnings(path: Path) -> None:
+    """The validation checks that passed with a warning (a column new in the data), one line each."""
+    import json
+
+    try:
+        checks = json.loads(path.read_text()).get("checks", [])
+    except (OSError, ValueError):
+        return  # validate was cached or is not part of this pipeline
+    for check in checks:
+        if check.get("warning"):
+            where = f"{check['column']}: " if check.get("column") else ""
+            console.print(f"  [yellow]warning[/]: {where}{check['name']} ({check.get('observed')}); expected {check.get('expected')}",
+                          soft_wrap=True, highlight=False)
 
 
 def _print_validation(report: dict[str, Any]) -> None:

@@ -26,6 +26,15 @@ class DataSettings(Section):
     )
     target: str = "target"
     schema_file: str = Field(default="schema.yaml", alias="schema")
+    # The model's inputs: ``features`` when declared; otherwise every column the schema knows
+    # but the target, the ``id`` column(s) and ``drop``. A column new in the data is never one.
+    features: list[str] | None = None
+    id: str | list[str] | None = None
+    drop: list[str] = Field(default_factory=list)
+
+    @property
+    def id_columns(self) -> list[str]:
+        return [] if self.id is None else [self.id] if isinstance(self.id, str) else list(self.id)
 
 
 class ValidationSettings(Section):

@@ -89,6 +89,19 @@ class Settings(Section):
         """Training parameters: what the ``train`` step receives as ``params``."""
         return dict(self.train.get("params", {}))
 
+    @property
+    def prepare(self) -> str | None:
+        """``train.prepare``: ``FILE.py:FUNCTION`` turning raw rows into the model's features, packaged with the model."""
+        value = self.train.get("prepare")
+        return str(value) if value else None
+
+    @model_validator(mode="after")
+    def _check_train(self) -> Settings:
+        prepare = self.train.get("prepare")
+        if prepare is not None and (not isinstance(prepare, str) or ":" not in prepare or not prepare.split(":")[0].endswith(".py")):
+            raise ValueError(f"train.prepare: {prepare!r}: write FILE.py:FUNCTION, e.g. src/model.py:prepare")
+        return self
+
     def pipeline_fingerprint(self) -> str:
         """The settings a pipeline's outputs can depend on, as canonical JSON.
 

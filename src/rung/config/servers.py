@@ -40,6 +40,9 @@ class ServeSettings(Section):
     # Predict through a compiled route of a scikit-learn pipeline (rung.serving.compiled) when, at
     # load time, it gives the estimator's exact answers on the version's training rows.
     compile: bool = True
+    # Where PyTorch and ONNX Runtime models predict: auto puts them on the GPU when the runtime sees one.
+    # cuda refuses to load them where there is none; the other flavours always predict on the CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
 
 

@@ -37,6 +37,7 @@ class Check:
     expected: Any = None
     failures: int = 0
     samples: list[Any] = field(default_factory=list)
+    warning: bool = False  # passed, but worth a look (a column new in the data)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class ValidationReport:
     @property
     def failed(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
+
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if c.warning]
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "rows": self.rows, "checks": [asdict(c) for c in self.checks]}
@@ -105,6 +110,13 @@ def _round(value: float) -> float | int:
     return int(rounded) if rounded == int(rounded) else rounded
 
 
+def schema_columns(path: Path) -> list[str] | None:
+    """The columns a pandera YAML schema declares, or ``None`` when there is no schema file."""
+    if not path.is_file():
+        return None
+    return [str(name) for name in load_schema(path).columns]
+
+
 def load_schema(path: Path) -> Any:
     import pandera.pandas as pa
 
@@ -134,6 +146,12 @@ def validate_frame(
         checks.append(_column_present("target column present", target, frame, expected=target))
     checks += [_column_present("slice column present", column, frame, expected="a column named in evaluate.slices")
                for column in slice_columns]
+    new = [str(c) for c in frame.columns if c not in schema.columns]
+    if new and not schema.strict:  # a strict schema fails them itself
+        # A warning: never silently a model input (rung.data.features).
+        checks.append(Check("new columns", None, True, observed=", ".join(new[:10]),
+                            expected="only the schema's columns (add them to the schema to use them as inputs)",
+                            failures=len(new), warning=True))
     frame, non_numeric = _read_numbers(frame, schema, sample_n)
     checks.extend(non_numeric)
     try:

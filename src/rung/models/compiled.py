@@ -96,6 +96,8 @@ def compile_model(model: LoadedModel, sample: pd.DataFrame | None) -> tuple[Comp
     """The compiled route for ``model`` if it answers exactly as the estimator on ``sample``; else ``None`` and why."""
     if model.flavor != "sklearn":
         return None, f"{model.flavor} flavour"
+    if model.prepare:
+        return None, "a prepare hook runs before the estimator"
     if not model.columns:
         return None, "no input signature"
     if sample is None or sample.empty:

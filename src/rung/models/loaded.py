@@ -1,8 +1,12 @@
 """One model version in memory, whatever its flavour: ``predict`` takes a frame, returns named outputs.
 
-Input frames are checked against the model signature: missing columns,
-unknown columns and values of the wrong type are :class:`~rung.errors.InputError` s
-that name the column.
+Input frames are checked against the model signature: missing columns and
+values of the wrong type are :class:`~rung.errors.InputError` s that name the
+column; columns the model does not take are left out (a request, a batch
+file or a new data set may carry more than the model uses). A version
+trained with a prepare hook (``train.prepare``) carries a copy of it in its
+``code/`` folder, and :meth:`LoadedModel.predict` runs it between the checked
+raw columns and the estimator, as evaluation did at training time.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rung.errors import InputError
+from rung.errors import InputError, RungError
 from rung.models.signature import Column
 
 if TYPE_CHECKING:
@@ -35,6 +39,28 @@ class LoadedModel:
     classes: list[Any] = field(default_factory=list)
     # A faster route to the same answers (rung.models.compiled), set by the gateway once verified.
     compiled: Any = None
+    prepare: str | None = None  # "file.py:function" under path/code: raw rows in, the estimator's features out
+    device: str = "cpu"  # where it predicts: cuda for a PyTorch or ONNX Runtime model on a GPU (serve.device)
+
+    def __post_init__(self) -> None:
+        self._prepare_fn: Any = None
+        if self.prepare:
+            from rung.models.hooks import load_function
+
+            file, _, function = self.prepare.rpartition(":")
+            try:
+                self._prepare_fn = load_function(self.path / "code" / file, function, what=f"{self.ref}: its prepare hook")
+            except RungError as exc:
+                raise RungError(str(exc)) from None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_prepare_fn", None)  # imported again from the verified files, never pickled
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
 
     @property
     def ref(self) -> str:
@@ -52,10 +78,7 @@ class LoadedModel:
         names = [c.name for c in self.columns]
         missing = [n for n in names if n not in frame.columns]
         if missing:
-            raise InputError(f"missing input column(s): {', '.join(missing)}", field=missing[0])
-        extra = [str(c) for c in frame.columns if c not in set(names)]
-        if extra:
-            raise InputError(f"unknown input column(s): {', '.join(extra)}; the model takes {', '.join(names)}", field=extra[0])
+            raise InputError(f"missing input column(s): {', '.join(missing)}; the model takes {', '.join(names)}", field=missing[0])
         frame = frame[names]
         for column in self.columns:
             values = frame[column.name]
@@ -72,14 +95,19 @@ class LoadedModel:
         return frame
 
     def predict(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """``{"predict": labels or values}`` and, for classifiers, ``{"proba": P(positive)}``."""
+        """``{"predict": labels or values}`` and, for classifiers, ``{"proba": P(positive)}``; ``frame`` as :meth:`frame` returns it."""
+        if self._prepare_fn is not None:
+            prepared = self._prepare_fn(frame.copy())
+            if prepared is None:
+                raise RungError(f"{self.ref}: its prepare hook {self.prepare} returned None")
+            frame = prepared
         return self.outputs(self.estimator, frame)
 
     def outputs(self, predictor: Any, inputs: Any) -> dict[str, np.ndarray]:
         """:meth:`predict` through ``predictor``: the estimator on a frame, or its compiled route on columns."""
         import numpy as np
 
-        if self.flavor != "pyfunc" and self.task == "classification" and self.classes and hasattr(self.estimator, "predict_proba"):
+        if self.task == "classification" and self.classes and hasattr(self.estimator, "predict_proba"):
             # One pass: the label is the most probable class, as predict() would say.
             proba = np.asarray(predictor.predict_proba(inputs))
             labels = np.asarray(self.classes)[proba.argmax(axis=1)]

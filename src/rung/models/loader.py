@@ -48,6 +48,7 @@ class ModelLoader:
     cache_dir: Path
     tracking: Tracking
     task: str
+    device: str = "cpu"  # serve.device: where PyTorch and ONNX Runtime models predict (auto, cpu, cuda)
 
     def fetch_verified(self, record: ModelVersionRecord) -> Path:
         """The folder of ``record``'s files, copied out of the registry if needed and checked against their sha256.
@@ -65,17 +66,19 @@ class ModelLoader:
         """Copy ``record``'s files out of the registry, verify them, load the native flavour."""
         target = self.fetch_verified(record)
         meta = read_mlmodel(target)
-        estimator, flavor = load_native(target, meta.get("flavors", {}), record.ref)
+        estimator, flavor = load_native(target, meta, record.ref, task=self.task, device=self.device)
         classes = [c.item() if hasattr(c, "item") else c for c in getattr(estimator, "classes_", [])]
         return LoadedModel(
             name=record.name,
             version=record.version,
             flavor=flavor,
             task=self.task,
-            columns=read_signature(meta),
+            columns=read_signature(meta) or read_signature(record.lineage),  # adopted: inferred from its example
             estimator=estimator,
             path=target,
             classes=classes,
+            device=str(getattr(estimator, "device", "cpu")),
+            prepare=((meta.get("metadata") or {}).get("rung") or {}).get("prepare"),
         )
 
     def _download(self, record: ModelVersionRecord, target: Path) -> None:

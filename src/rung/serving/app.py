@@ -1,9 +1,13 @@
 """The gateway's ASGI app (Starlette): prediction, health, metadata and metrics routes.
 
 * Open Inference Protocol v2 (``/v2/...``) and MLflow scoring
-  (``/models/{name}/invocations``, ``/invocations``), described in
-  ``/openapi.json``; the control API (``/api/...``) and feedback come from
-  :mod:`rung.serving.control`.
+  (``/models/{name}/invocations``, ``/invocations``: JSON or CSV), described
+  in ``/openapi.json``; the control API (``/api/...``) and feedback come
+  from :mod:`rung.serving.control`.
+* A request may carry columns the model does not take: the model gets its
+  own columns only, and the request log keeps the others too (up to
+  ``LOGGED_EXTRAS`` distinct names per model, so that clients sending
+  ever new names cannot widen the log without bound).
 * Every response names the model version and variant that answered
   (``X-Rung-Model-Version``, ``X-Rung-Variant`` and the body) and carries a
   request id (``X-Request-Id``, taken from the request when given).
@@ -29,10 +33,21 @@ from starlette.routing import Match, Route
 from rung import __version__
 from rung.clock import SYSTEM, Clock
 from rung.errors import PredictionFailed, RungError
+from rung.models.signature import Columns
 from rung.serving.control import control_routes
 from rung.serving.gateway import Gateway
-from rung.serving.http import json_response, read_json, request_id, version_param
-from rung.serving.protocols import oip_datatype, oip_outputs, parse_mlflow, parse_oip, to_jsonable
+from rung.serving.http import (
+    CSV,
+    JSON,
+    json_response,
+    media_type,
+    parse_json,
+    read_body,
+    read_json,
+    request_id,
+    version_param,
+)
+from rung.serving.protocols import oip_datatype, oip_outputs, parse_csv, parse_mlflow, parse_oip, to_jsonable
 from rung.serving.responses import error_body, exception_handlers
 
 if TYPE_CHECKING:
@@ -43,6 +58,8 @@ __all__ = ["create_app"]
 log = logging.getLogger("rung.gateway")
 
 GENERIC = "internal error; the gateway log has the details"
+MLFLOW_TYPES = (JSON, CSV)  # what /invocations reads, as `mlflow models serve` does (but Parquet)
+LOGGED_EXTRAS = 16  # distinct names of columns a model does not take that the request log keeps, per model
 
 
 def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
@@ -58,22 +75,29 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
         if settings.protect_predict:
             await gateway.authorise(request, "viewer")
         version = version_param(request)
-        body = await read_json(request, gateway.max_body)
-        key = request.headers.get("x-rung-key")
-        if protocol == "oip" and isinstance(body, dict) and "x-request-id" not in request.headers:
-            request.state.request_id = request_id(body.get("id"))
+        if protocol == "oip":
+            body = await read_json(request, gateway.max_body)
+            if isinstance(body, dict) and "x-request-id" not in request.headers:
+                request.state.request_id = request_id(body.get("id"))
+            raw, rows = parse_oip(body, pool.columns(model_name, version))
+        elif media_type(request, MLFLOW_TYPES) == CSV:
+            content = await read_body(request, gateway.max_body, send="a CSV with a header row")
+            raw, rows = parse_csv(content, pool.columns(model_name, version))
+        else:
+            body = parse_json(await read_body(request, gateway.max_body))
+            raw, rows = parse_mlflow(body, pool.columns(model_name, version))
         rid: str = request.state.request_id
-        parse = parse_oip if protocol == "oip" else parse_mlflow
-        raw, rows = parse(body, pool.columns(model_name, version))
+        key = request.headers.get("x-rung-key")
         if key is None and settings.key_field and raw.get(settings.key_field):
             key = str(raw[settings.key_field][0])
         runtime, variant, table = pool.pick(model_name, version, key)
         columns = gateway.inputs(raw, runtime)
+        logged = columns if len(raw) == len(columns) else with_extras(runtime.model.name, columns, raw)
         model = runtime.model
         try:
             outputs = await runtime.predict(columns, rows)
         except Exception as exc:
-            gateway.log(rid, model, variant, 500, time.perf_counter() - started, None, columns, rows)
+            gateway.log(rid, model, variant, 500, time.perf_counter() - started, None, logged, rows)
             if isinstance(exc, RungError):  # a worker that died (503, retry), input the model refused
                 raise
             # the model raised: this request fails, the gateway lives on
@@ -99,8 +123,24 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
                 body_out["probabilities"] = to_jsonable(outputs["proba"])
         elapsed = time.perf_counter() - started
         gateway.metrics.observe(model.name, model.version, variant, protocol, 200, elapsed)
-        gateway.log(rid, model, variant, 200, elapsed, outputs, columns, rows)
+        gateway.log(rid, model, variant, 200, elapsed, outputs, logged, rows)
         return json_response(body_out, headers=headers)
+
+    extras: dict[str, set[str]] = {}  # model -> the names of columns it does not take that the log keeps
+
+    def with_extras(model_name: str, columns: Columns, raw: Columns) -> Columns:
+        """What the request log keeps: the model's columns, then the request's others (bounded names per model)."""
+        kept = extras.setdefault(model_name, set())
+        logged = dict(columns)
+        for name, values in raw.items():
+            if name in logged:
+                continue
+            if name not in kept:
+                if len(kept) >= LOGGED_EXTRAS:
+                    continue
+                kept.add(name)
+            logged[name] = values
+        return logged
 
     def endpoint(protocol: str) -> Any:
         in_flight = gateway.metrics.in_flight
@@ -138,7 +178,7 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
             "inputs": [{"name": c.name, "datatype": _oip_type(c.type), "shape": [-1]} for c in model.columns],
             "outputs": [{"name": "predict", "datatype": oip_datatype(model.classes) if model.classes else "FP64", "shape": [-1]}]
             + ([{"name": "proba", "datatype": "FP64", "shape": [-1]}] if model.task == "classification" else []),
-            "parameters": {"routing": table.to_dict(), "compiled": model.compiled is not None,
+            "parameters": {"routing": table.to_dict(), "compiled": model.compiled is not None, "device": model.device,
                            "not_served": [{"version": g["version"], "reason": g["reason"]} for g in pool.not_served(name)]},
         })
 

@@ -176,6 +176,8 @@ class Runtime:
     def describe(self) -> str:
         """One line for the operator: how this version predicts and what a call costs."""
         route = "compiled pipeline" if self.model.compiled is not None else f"{self.model.flavor} estimator"
+        if self.model.flavor in ("pytorch", "onnx"):
+            route += f" on {self.model.device}"
         where = f"{len(self.workers)} worker process{'es' if len(self.workers) > 1 else ''}" if self.workers else "a thread"
         cost = f"{self.call_s * 1000:.2f} ms a call" if self.call_s is not None else "cost unmeasured"
         note = f" ({self.note})" if self.note else ""

@@ -46,6 +46,8 @@ class GatewayMetrics:
         )
         self.errors = Counter("rung_request_errors", "Rejected requests by status", ["status"], registry=self.registry)
         self.routing_revision = Gauge("rung_routing_revision", "Routing table revision in effect", ["model"], registry=self.registry)
+        self.loaded = Gauge("rung_model_loaded", "Versions loaded, with their flavour and the device they predict on (serve.device)",
+                            ["model", "version", "flavor", "device"], registry=self.registry)
         self.worker_restarts = Counter("rung_model_worker_restarts", "Model worker processes started again after one died",
                                        ["model", "version"], registry=self.registry)
         self.log_dropped = Counter("rung_request_log_dropped", "Request-log records dropped, by reason: " + ", ".join(DROP_REASONS),

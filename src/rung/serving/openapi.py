@@ -134,11 +134,14 @@ def _model(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     return op
 
 
-def _predict(summary: str, params: list[dict[str, Any]], request: str, response: str) -> dict[str, Any]:
+def _predict(summary: str, params: list[dict[str, Any]], request: str, response: str, *, csv: bool = False) -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{request}"}}}
+    if csv:  # MLflow scoring also reads a CSV table, as `mlflow models serve` does
+        content["text/csv"] = {"schema": {"type": "string", "description": "UTF-8, a header row naming the columns, one row per prediction"}}
     return {
         "summary": summary,
         "parameters": [*params, KEY, REQUEST_ID],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{request}"}}}},
+        "requestBody": {"required": True, "content": content},
         "responses": {**_ok(response), **{code: ERROR for code in ("400", "404", "413", "415", "422", "503")}},
     }
 
@@ -162,8 +165,9 @@ def document() -> dict[str, Any]:
         "/v2/models/{name}/versions/{version}/infer": {
             "post": _predict("Inference on one version (pinned)", [NAME, VERSION], "InferenceRequest", "InferenceResponse")
         },
-        "/models/{name}/invocations": {"post": _predict("MLflow scoring (routed)", [NAME], "MlflowRequest", "MlflowResponse")},
-        "/invocations": {"post": _predict("MLflow scoring of the project's model", [], "MlflowRequest", "MlflowResponse")},
+        "/models/{name}/invocations": {"post": _predict("MLflow scoring (routed)", [NAME], "MlflowRequest", "MlflowResponse", csv=True)},
+        "/invocations": {"post": _predict("MLflow scoring of the project's model", [], "MlflowRequest", "MlflowResponse",
+                                              csv=True)},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": _ok(text=True)}},
         "/api/routes": {"get": _get("Every routing table", secured=True)},
         "/api/routes/{name}": {

@@ -181,6 +181,7 @@ class VersionPool:
             on_batch=lambda m, rows: self.metrics.batch_rows.labels(m.name, str(m.version)).observe(rows),
         )
         runtime.warm_up()
+        self.metrics.loaded.labels(model, str(version), loaded.flavor, loaded.device).set(1)
         if loaded.compiled is None:
             runtime.note = f"not compiled: {not_compiled}"
         log.info("loaded %s", runtime.describe())
@@ -213,6 +214,8 @@ class VersionPool:
         self._retiring.pop(key, None)
         runtime = self.runtimes.pop(key, None)
         if runtime is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.loaded.remove(runtime.model.name, str(runtime.model.version), runtime.model.flavor, runtime.model.device)
             runtime.close()
 
     async def watch_workers(self) -> None:

@@ -9,23 +9,29 @@ batcher builds one frame for many requests. Every problem is an
 OIP v2 accepts two layouts: one tensor per column (``name`` = column,
 shape ``[n]`` or ``[n, 1]``), or a single ``[n, k]`` tensor whose columns
 follow the model signature. MLflow accepts ``dataframe_split``,
-``dataframe_records``, ``instances`` and ``inputs``, as ``mlflow models
-serve`` does.
+``dataframe_records``, ``instances`` and ``inputs``, and a CSV body (a
+header row, then one row per prediction), as ``mlflow models serve`` does.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from typing import Any
 
-from rung.errors import InputError
+from rung.errors import InputError, RequestInvalid
 from rung.models.signature import Column, Columns
 
-__all__ = ["parse_oip", "parse_mlflow", "check_columns", "oip_outputs", "to_jsonable"]
+__all__ = ["parse_oip", "parse_mlflow", "parse_csv", "check_columns", "oip_outputs", "to_jsonable"]
 
 
 OIP_NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 OIP_TYPES = OIP_NUMERIC | {"BYTES"}
+# What a CSV cell of a numeric column reads as missing, besides an empty cell: the spellings pandas (and so
+# ``mlflow models serve``) reads as NaN. A text column takes them as text: only its empty cells are missing.
+CSV_MISSING = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "NULL", "null", "None", "<NA>", "#N/A", "#NA"})
+CSV_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
 def _flatten(data: Any, where: str) -> list[Any]:
@@ -72,11 +78,15 @@ def parse_oip(body: Any, columns: list[Column]) -> tuple[Columns, int]:
         out = {name: data[j::width] for j, name in enumerate(names)}
         return out, rows
     out = {}
+    rows = len(tensors[0][2])
     for i, (name, shape, data) in enumerate(tensors):
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise InputError(f"inputs[{i}].shape: a column tensor has shape [n] or [n, 1], got {shape}", field=f"inputs[{i}].shape")
+        if len(data) != rows:  # also a tensor the model does not take: the rows are counted from inputs[0]
+            raise InputError(f"inputs[{i}]: {len(data)} rows, inputs[0] has {rows}; every tensor needs the same number",
+                             field=f"inputs[{i}].shape")
         out[name] = data
-    return out, len(tensors[0][2])
+    return out, rows
 
 
 def parse_mlflow(body: Any, columns: list[Column]) -> tuple[Columns, int]:
@@ -132,19 +142,127 @@ def parse_mlflow(body: Any, columns: list[Column]) -> tuple[Columns, int]:
     return out, len(value)
 
 
+def parse_csv(content: bytes, columns: list[Column]) -> tuple[Columns, int]:
+    """A ``text/csv`` body (UTF-8, a header row) → raw columns and row count (check them with :func:`check_columns`).
+
+    Cells are read as the signature says: numbers for its numeric columns
+    (empty or ``NA``-like cells missing), text for the others (empty cells
+    missing); columns it does not name stay text. A header cell left empty
+    (the index column of ``DataFrame.to_csv()``) is not a column. A body that
+    is not a CSV table is a :class:`~rung.errors.RequestInvalid` saying
+    where; a cell of the wrong kind an :class:`InputError` naming its column.
+    """
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RequestInvalid(f"the CSV body is not UTF-8 text (byte {exc.start}); send it encoded as UTF-8", "body") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    try:
+        for row in reader:
+            if not row:  # a blank line, as pandas skips it
+                continue
+            if header is None:
+                header = row
+                continue
+            if len(row) != len(header):
+                raise RequestInvalid(f"CSV line {reader.line_num} has {len(row)} values; the header has {len(header)} columns",
+                                     "body")
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise RequestInvalid(f"the CSV body cannot be read at line {reader.line_num}: {exc}", "body") from None
+    if header is None:
+        raise RequestInvalid("the CSV body is empty; send a header row, then one row per prediction", "body")
+    named = [(i, name) for i, name in enumerate(header) if name != ""]
+    if not named:
+        raise RequestInvalid("the CSV header names no columns; its first row must name them", "body")
+    seen: set[str] = set()
+    for _, name in named:
+        if name in seen:
+            raise RequestInvalid(f"column {name!r} appears twice in the CSV header", "body")
+        seen.add(name)
+    by_name = {c.name: c for c in columns}
+    if columns and not seen & set(by_name):
+        shown = ", ".join(header[:8]) + (", ..." if len(header) > 8 else "")
+        raise InputError(f"the CSV header ({shown}) names none of the model's columns ({', '.join(by_name)}); "
+                         "the first row must be the header", field=columns[0].name)
+    if not rows:
+        raise InputError("the input has no rows", field="inputs")
+    cells = list(zip(*rows, strict=True))
+    out: Columns = {}
+    for i, name in named:
+        column = by_name.get(name)
+        values = cells[i]
+        if column is None:
+            out[name] = _csv_guess(values) if not columns else [v if v != "" else None for v in values]
+        elif column.type == "boolean":
+            out[name] = [_csv_boolean(v, name, lines[j]) for j, v in enumerate(values)]
+        elif column.numeric:
+            whole = column.type in ("long", "integer")
+            out[name] = [_csv_number(v, name, lines[j], whole) for j, v in enumerate(values)]
+        else:
+            out[name] = [v if v != "" else None for v in values]
+    return out, len(rows)
+
+
+def _csv_number(cell: str, name: str, line: int, whole: bool) -> int | float | None:
+    if cell in CSV_MISSING or not cell.strip():
+        return None
+    try:
+        return int(cell) if whole else float(cell)
+    except ValueError:
+        pass
+    try:
+        return float(cell)
+    except ValueError:
+        raise InputError(f"column {name!r}: expected a number, got {cell[:40]!r} (CSV line {line})", field=name) from None
+
+
+def _csv_boolean(cell: str, name: str, line: int) -> bool | None:
+    if cell in CSV_MISSING or not cell.strip():
+        return None
+    value = CSV_BOOLEANS.get(cell.strip().lower())
+    if value is None:
+        raise InputError(f"column {name!r}: expected true or false, got {cell[:40]!r} (CSV line {line})", field=name)
+    return value
+
+
+def _csv_guess(cells: tuple[str, ...]) -> list[Any]:
+    """A column no signature types (the model has none): numbers when every present cell is one, else text."""
+    out: list[Any] = []
+    for cell in cells:
+        if cell in CSV_MISSING or not cell.strip():
+            out.append(None)
+            continue
+        try:
+            out.append(int(cell))
+        except ValueError:
+            try:
+                out.append(float(cell))
+            except ValueError:
+                return [v if v != "" else None for v in cells]
+    return out
+
+
 def check_columns(data: Columns, columns: list[Column]) -> Columns:
-    """The signature's columns, in order, with values of the right kind; else :class:`InputError`."""
+    """The signature's columns, in order, with values of the right kind; else :class:`InputError`.
+
+    Columns the model does not take are left out, not refused: a client may
+    send a whole record (ids, columns kept for reports, a routing key) and a
+    version that takes fewer columns than the last one must not break it.
+    What the model takes is required, and a missing one is named.
+    """
     if not columns:
         return data
     ordered: Columns = {}
-    names = {c.name for c in columns}
-    extra = [c for c in data if c not in names]
-    if extra:
-        raise InputError(f"unknown input column {extra[0]!r}; the model takes {', '.join(c.name for c in columns)}", field=str(extra[0]))
     for column in columns:
         values = data.get(column.name)
         if values is None:
-            raise InputError(f"missing input column {column.name!r}", field=column.name)
+            raise InputError(f"missing input column {column.name!r}; the model takes {', '.join(c.name for c in columns)}",
+                             field=column.name)
         if column.numeric:
             for v in values:
                 if v is not None and (isinstance(v, bool) and column.type != "boolean" or not isinstance(v, (int, float))):

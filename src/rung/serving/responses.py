@@ -69,6 +69,7 @@ STATUSES: dict[type[e.RungError], Status] = {
     e.WorkerDied: Status(503, "UNAVAILABLE"),
     e.PredictionFailed: Status(500, "INTERNAL"),
     e.CertificationError: Status(400, "FAILED_PRECONDITION"),
+    e.AdoptionRefused: Status(409, "FAILED_PRECONDITION"),
     e.AuthError: Status(401, "UNAUTHENTICATED", "authorization"),
     e.PermissionDenied: Status(403, "PERMISSION_DENIED", "authorization"),
     e.StaleRoute: Status(409, "ABORTED", "expected_revision"),

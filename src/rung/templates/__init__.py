@@ -13,7 +13,7 @@ existing one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rung.errors import ProjectExists, RungError
@@ -236,6 +236,8 @@ class Initialised:
     root: Path
     files: list[str]
     git: GitOutcome | None
+    inferred: list[str] = field(default_factory=list)  # with --data: what rung read from the data and code
+    review: list[str] = field(default_factory=list)  # and what a person should check
 
 
 def create_project(name: str, template: str = "tabular-classification", directory: Path | None = None, *, rows: int = 4000, git: bool = True) -> Path:
@@ -298,19 +300,20 @@ def init_project(name: str, template: str = "tabular-classification", directory:
     return Initialised(root=root, files=sorted(files) + ["data/train.csv", "schema.yaml"], git=outcome)
 
 
-def adopt_repository(root: Path, *, data: str, target: str, train: str, name: str | None = None, task: str | None = None,
-                     git: bool = True) -> Initialised:
+def adopt_repository(root: Path, *, data: str, target: str, train: str | None = None, name: str | None = None,
+                     task: str | None = None, prepare: str | None = None, git: bool = True) -> Initialised:
     """Set rung up in an existing directory around its data and training function (see :mod:`rung.templates.adopt`)."""
     from rung.templates.adopt import write_adoption
 
     root = root.resolve()
     name = name or _name_from(root)
     _check_name(name)
-    files = write_adoption(root, name=name, data=data, target=target, train=train, task=task)
+    adoption = write_adoption(root, name=name, data=data, target=target, train=train, task=task, prepare=prepare)
+    files = list(adoption.files)
     if ensure_ignored(root):
         files.append(".gitignore")
     outcome = start_repository(root, f"Set up rung for {name}") if git else None
-    return Initialised(root=root, files=files, git=outcome)
+    return Initialised(root=root, files=files, git=outcome, inferred=adoption.inferred, review=adoption.review)
 
 
 def _name_from(root: Path) -> str:
