@@ -74,6 +74,19 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def stop_processes(*processes: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 30) -> None:
+    """SIGTERM to each, then wait for each (killed past ``timeout``): how tests end the servers they started."""
+    import signal
+
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @pytest.fixture(scope="session")
 def template_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A classification project created once; tests copy it (creating one is the slow part)."""

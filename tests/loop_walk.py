@@ -9,7 +9,6 @@ its first version its own way, then walks the same loop with
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import RUNG, rung_cli
+from tests.conftest import RUNG, rung_cli, stop_processes
 
 # Short windows and steps so that the loop turns in seconds.
 FAST_LOOP = """
@@ -125,12 +124,6 @@ def walk_the_loop(root: Path, name: str, rows: list[dict[str, Any]], *, new_data
         new_data()
         walk.retrained = _ok(rung_cli("retrain", "--reason", "the walk of the loop", "--json", cwd=root, timeout=300), "rung retrain")
     finally:
-        for process in (controller, gateway):
-            process.send_signal(signal.SIGTERM)
-        for process in (controller, gateway):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(controller, gateway)
         log.close()
     return walk

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import pytest
 from click.testing import Result
 
 from rung.errors import RungError
-from tests.conftest import RUNG, http_ok, one_line_error, rung_cli, wait_until
+from tests.conftest import RUNG, http_ok, one_line_error, rung_cli, stop_processes, wait_until
 
 TEAM_SCRIPT = '''
 """The team's own training job: MLflow's API only."""
@@ -211,13 +210,7 @@ def test_an_adopted_version_is_certified_served_monitored_and_retrained_past(pro
         stop.set()
         for t in threads:
             t.join()
-        for process in (controller, gateway):
-            process.send_signal(signal.SIGTERM)
-        for process in (controller, gateway):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(controller, gateway)
         log.close()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -15,7 +14,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import RUNG, rung_cli
+from tests.conftest import RUNG, rung_cli, stop_processes
 
 ROW = {"tenure_months": 54, "monthly_charges": 77.73, "contract": "one-year", "region": "north",
        "support_calls": 1, "age": 42, "paperless_billing": "no"}
@@ -124,11 +123,5 @@ def test_canary_promoted_over_http_without_a_failed_request(project: Path) -> No
         assert steps[-1] == "promoted" and set(steps[:-1]) <= {"running"}, steps  # steps and extensions, then promoted
     finally:
         stop.set()
-        for process in (controller, gateway):
-            process.send_signal(signal.SIGTERM)
-        for process in (controller, gateway):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(controller, gateway)
         log.close()

@@ -48,10 +48,7 @@ class LoadedModel:
             from rung.models.hooks import load_function
 
             file, _, function = self.prepare.rpartition(":")
-            try:
-                self._prepare_fn = load_function(self.path / "code" / file, function, what=f"{self.ref}: its prepare hook")
-            except RungError as exc:
-                raise RungError(str(exc)) from None
+            self._prepare_fn = load_function(self.path / "code" / file, function, what=f"{self.ref}: its prepare hook")
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
