@@ -33,7 +33,7 @@ def _register(tracking: Tracking, root: Path) -> Registered:
     train = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "y": [0, 0, 0, 1, 1, 1]})
     model = LogisticRegression().fit(train[["x"]], train["y"])
     return tracking.register(
-        model, name="churn", experiment="churn", train=train, target="y", params={}, metrics={"accuracy": 1.0},
+        model, flavor="sklearn", inputs=["x"], predict=model.predict, name="churn", experiment="churn", train=train, target="y", params={}, metrics={"accuracy": 1.0},
         tags={"rung.run_id": "test"}, data_digest="d", data_source="test", data_path=root, artifacts={},
     )
 
