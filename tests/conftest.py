@@ -25,6 +25,11 @@ os.environ.setdefault("GIT_COMMITTER_NAME", "rung tests")
 os.environ.setdefault("GIT_COMMITTER_EMAIL", "tests@rung.local")
 
 
+# Tests on two workers start gateways at once: none serves gRPC unless its test asks for a port
+# (``--grpc-port``), so no two of them race for the default 8702.
+os.environ.setdefault("RUNG_GRPC_PORT", "0")
+
+
 def rung_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the real ``rung`` console script."""
     full_env = {**os.environ, **(env or {})}
@@ -103,6 +108,22 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Com
     root = tmp_path_factory.mktemp("demo") / "churn"
     result = rung_cli("demo", "--keep", str(root), timeout=600, env={"COLUMNS": "200"})
     return root, result
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_environment_restored() -> Iterator[None]:
+    """Undo what a test's ``mlflow.set_tracking_uri``/``set_registry_uri`` exported.
+
+    MLflow writes those URIs into ``os.environ``, so every later child process
+    of this worker (a team's script, a ``rung`` command) would otherwise talk
+    to the previous test's store.
+    """
+    saved = {key: value for key, value in os.environ.items() if key.startswith("MLFLOW_")}
+    yield
+    for key in [key for key in os.environ if key.startswith("MLFLOW_")]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)
 
 
 @pytest.fixture(autouse=True)

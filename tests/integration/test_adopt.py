@@ -9,6 +9,7 @@ adopts what it registered, certifies, serves, monitors it, and retrains past it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -120,8 +121,9 @@ def project(tmp_path: Path, template_project: Path) -> Path:
 def _team_registers(root: Path, *modes: str) -> dict[int, Path]:
     """Run the team's script; the artifact folder of each version it registered."""
     script, artifacts = root.parent / "team_train.py", root.parent / "team-artifacts"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     done = subprocess.run([sys.executable, str(script), str(root), str(artifacts), *modes],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     where = json.loads(done.stdout.strip().splitlines()[-1])
     return {int(v): Path(p.removeprefix("file://")) for v, p in where.items()}

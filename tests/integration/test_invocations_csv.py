@@ -25,7 +25,8 @@ from rung.monitor.logreader import RequestLogReader
 from rung.monitor.requestlog import log_root
 from rung.monitor.windows import Monitor
 from rung.project import Project
-from rung.serving.app import LOGGED_EXTRAS, create_app
+from rung.serving.app import create_app
+from rung.serving.gateway import LOGGED_EXTRAS
 from tests.conftest import rung_cli
 from tests.integration.test_gateway import ROW, oip
 from tests.integration.test_gateway_inprocess import InProcess, refused

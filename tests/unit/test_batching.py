@@ -88,3 +88,51 @@ def test_describe_says_how_a_version_predicts() -> None:
     line = runtime.describe()
     assert line.startswith("m:1: sklearn estimator (not compiled: serve.compile is false) in 1 worker process, ")
     assert line.endswith("ms a call, batches wait 0 ms")
+
+
+def test_a_batch_charges_each_of_its_requests_its_queue_and_compute_times() -> None:
+    predictor = _costing(0.002)
+    runtime = Runtime(MODEL, workers=[predictor], max_wait_ms=20.0)  # long enough for all three to meet
+
+    async def three_at_once() -> list[dict[str, Any]]:
+        return await asyncio.gather(*(runtime.predict({"x": [1.0] * rows, "c": ["a"] * rows}, rows) for rows in (1, 2, 3)))
+
+    try:
+        answers = asyncio.run(three_at_once())
+    finally:
+        runtime.close()
+    assert [len(a["predict"]) for a in answers] == [1, 2, 3] and len(predictor.calls) == 1
+    stats = runtime.stats.to_dict("m", 1)
+    assert (stats["inference_count"], stats["execution_count"]) == (6, 1)
+    (batch,) = stats["batch_stats"]
+    infer_ns = batch["compute_infer"]["ns"]
+    assert batch["batch_size"] == 6 and batch["compute_infer"]["count"] == 1 and infer_ns >= 2_000_000
+    phases = stats["inference_stats"]
+    assert phases["compute_infer"] == {"count": 3, "ns": 3 * infer_ns}  # each request waited for the whole call
+    assert phases["queue"]["count"] == 3 and phases["queue"]["ns"] >= 3 * 15_000_000  # the wait for company is queueing
+    assert phases["success"]["count"] == 0  # a whole request's outcome is the gateway's to count
+
+
+def test_a_failed_batch_counts_no_compute_and_finish_answers_what_is_queued_before_closing() -> None:
+    def broken(columns: dict[str, list[Any]]) -> dict[str, Any]:
+        raise ValueError("no")
+
+    runtime = Runtime(MODEL, workers=[broken], max_wait_ms=0.0)
+    with pytest.raises(ValueError):
+        asyncio.run(runtime.predict({"x": [1.0], "c": ["a"]}, 1))
+    assert runtime.stats.to_dict("m", 1)["execution_count"] == 0 and runtime.stats.computed == 0
+    runtime.close()
+
+    slow = _costing(0.05)
+    runtime = Runtime(MODEL, workers=[slow], max_wait_ms=0.0)
+
+    async def unload_while_queued() -> dict[str, Any]:
+        pending = asyncio.ensure_future(runtime.predict({"x": [1.0], "c": ["a"]}, 1))
+        await asyncio.sleep(0.01)  # the call is under way
+        await runtime.finish()
+        assert pending.done()
+        return await pending
+
+    assert len(asyncio.run(unload_while_queued())["predict"]) == 1
+    with pytest.raises(RuntimeError):  # closed: it takes no more
+        asyncio.run(runtime.predict({"x": [1.0], "c": ["a"]}, 1))

@@ -1,4 +1,4 @@
-"""rung.serving.protocols: OIP v2 and MLflow bodies to checked columns, errors naming the field."""
+"""rung.serving.protocols: MLflow, KServe v1 and CSV bodies to checked columns, errors naming the field."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from rung.errors import InputError, RequestInvalid
 from rung.models.signature import Column
-from rung.serving.protocols import check_columns, oip_outputs, parse_csv, parse_mlflow, parse_oip
+from rung.serving.protocols import check_columns, parse_csv, parse_kserve, parse_mlflow
 
 COLUMNS = [Column("age", "long"), Column("income", "double"), Column("plan", "string")]
 ROWS = [{"age": 30, "income": 1.5, "plan": "a"}, {"age": 40, "income": 2.5, "plan": "b"}]
@@ -52,16 +52,6 @@ def test_a_missing_column_is_named_with_what_the_model_takes() -> None:
     assert info.value.field == "income" and "the model takes age, income, plan" in str(info.value)
 
 
-def test_oip_column_tensors_and_one_matrix_agree() -> None:
-    per_column = {"inputs": [
-        {"name": "age", "shape": [2], "datatype": "INT64", "data": [30, 40]},
-        {"name": "income", "shape": [2, 1], "datatype": "FP64", "data": [[1.5], [2.5]]},
-        {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
-    ]}
-    matrix = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "BYTES", "data": [[30, 1.5, "a"], [40, 2.5, "b"]]}]}
-    assert checked(parse_oip(per_column, COLUMNS)) == checked(parse_oip(matrix, COLUMNS)) == (EXPECTED, 2)
-
-
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -84,32 +74,37 @@ def test_mlflow_errors_name_the_field(body: dict, field: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    "body",
     [
-        ({}, "inputs"),
-        ({"inputs": "x"}, "inputs"),
-        ({"inputs": [{"shape": [1], "datatype": "FP64", "data": [1]}]}, "inputs[0].name"),
-        ({"inputs": [{"name": "age", "shape": [-1], "datatype": "INT64", "data": [1]}]}, "inputs[0].shape"),
-        ({"inputs": [{"name": "age", "shape": [1], "datatype": "INT", "data": [1]}]}, "inputs[0].datatype"),
-        ({"inputs": [{"name": "age", "shape": [3], "datatype": "INT64", "data": [1]}]}, "inputs[0].data"),
-        ({"inputs": [{"name": "age", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}, "inputs[0].shape"),
-        ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}]}, "inputs[0].shape"),
-        ({"inputs": [{"name": "age", "shape": [1], "datatype": "INT64", "data": [1]},
-                     {"name": "zip", "shape": [2], "datatype": "INT64", "data": [1, 2]}]}, "inputs[1].shape"),
+        {"instances": ROWS},
+        {"instances": [[30, 1.5, "a"], [40, 2.5, "b"]]},
+        {"instances": [row | {"id": 7} for row in ROWS]},
+        {"inputs": {"age": [30, 40], "income": [1.5, 2.5], "plan": ["a", "b"]}},
+        {"inputs": ROWS},
     ],
 )
-def test_oip_errors_name_the_field(body: dict, field: str) -> None:
+def test_kserve_v1_reads_records_and_columns_as_mlflow_does(body: dict) -> None:
+    assert checked(parse_kserve(body, COLUMNS)) == checked(parse_mlflow(body, COLUMNS)) == (EXPECTED, 2)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ([ROWS], "body"),
+        ({}, "body"),
+        ({"instances": ROWS, "inputs": ROWS}, "body"),
+        ({"dataframe_records": ROWS}, "body"),  # MLflow's, not KServe's
+        ({"instances": []}, "inputs"),
+        ({"instances": "x"}, "instances"),
+        ({"instances": [[1, 2]]}, "instances[0]"),
+        ({"instances": [ROWS[0], {"age": 1, "income": 2.0}]}, "plan"),
+        ({"inputs": {"age": [1, 2], "income": [1.0], "plan": ["a"]}}, "inputs"),
+    ],
+)
+def test_kserve_v1_errors_name_the_field(body: object, field: str) -> None:
     with pytest.raises(InputError) as info:
-        checked(parse_oip(body, COLUMNS))
+        checked(parse_kserve(body, COLUMNS))
     assert info.value.field == field
-
-
-def test_oip_outputs_carry_types_and_shapes() -> None:
-    import numpy as np
-
-    out = {o["name"]: o for o in oip_outputs({"predict": np.array([0, 1]), "proba": np.array([0.1, float("nan")])})}
-    assert out["predict"] == {"name": "predict", "datatype": "INT64", "shape": [2], "data": [0, 1]}
-    assert out["proba"]["datatype"] == "FP64" and out["proba"]["data"] == [0.1, None]
 
 
 def test_csv_reads_cells_as_the_signature_says() -> None:

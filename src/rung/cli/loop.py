@@ -179,6 +179,8 @@ def scheduler(
 def up(
     host: str | None = typer.Option(None, "--host", help="Gateway address (default serve.host, 127.0.0.1)."),
     port: int | None = typer.Option(None, "--port", help="Gateway port (default serve.port, 8700)."),
+    grpc_port: int | None = typer.Option(None, "--grpc-port", min=0, max=65535,
+                                         help="The gateway's OIP gRPC port (default serve.grpc_port, 8702; 0 turns it off)."),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between controller passes."),
     schedule_interval: float = typer.Option(30.0, "--schedule-interval", help="Seconds between scheduler ticks."),
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the dashboard too (ui.port, 8701)."),
@@ -208,11 +210,13 @@ def up(
 
     dashboard = start_ui(project, port=ui_port) if ui else nullcontext(None)
     # the dashboard first: once the gateway answers ready, everything `rung up` serves is up
-    with dashboard as ui_url, start_gateway(project, host=host or serve.host, port=port or serve.port) as gateway:
+    with dashboard as ui_url, start_gateway(project, host=host or serve.host, port=port or serve.port,
+                                                  grpc_port=grpc_port) as gateway:
         gc.freeze()  # as `rung serve`: what startup loaded stays out of the collector's full passes
         for thread in threads:
             thread.start()
-        console.print(f"rung up: gateway on {gateway.url}, controller every {interval:g} s, scheduler every "
+        grpc = f" (gRPC on {gateway.grpc_target})" if gateway.grpc_target else ""
+        console.print(f"rung up: gateway on {gateway.url}{grpc}, controller every {interval:g} s, scheduler every "
                       f"{schedule_interval:g} s" + (f", dashboard on {ui_url}" if ui_url else "") + ". Ctrl-C stops everything.")
         while not stop.wait(0.5):
             pass

@@ -25,12 +25,15 @@ def serve(
     project_dir: Path | None = PROJECT_OPTION,
     host: str | None = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1: this machine only)."),
     port: int | None = typer.Option(None, "--port", help="Port (default 8700)."),
+    grpc_port: int | None = typer.Option(None, "--grpc-port", min=0, max=65535,
+                                         help="Port of the OIP gRPC service, on the same host (default serve.grpc_port, "
+                                              "8702; 0 turns it off)."),
 ) -> None:
-    """Serve the project's models over HTTP (OIP v2 and MLflow scoring), routed by the routing tables."""
+    """Serve the project's models over HTTP (OIP v2 and MLflow scoring) and gRPC (OIP v2), routed by the routing tables."""
     from rung.serving.server import run_gateway
 
     project = open_project(project_dir)
-    run_gateway(project, host=host, port=port)
+    run_gateway(project, host=host, port=port, grpc_port=grpc_port)
 
 
 def routes(project_dir: Path | None = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:

@@ -2,7 +2,7 @@
 
 Precedence, highest first: a CLI flag (``overrides``) > the environment
 (``RUNG_DATABASE_URL``, ``RUNG_TRACKING_URI``, ``RUNG_EXECUTOR``,
-``RUNG_RAY_ADDRESS``) > ``rung.yaml`` > the defaults of the models.
+``RUNG_RAY_ADDRESS``, ``RUNG_GRPC_PORT``) > ``rung.yaml`` > the defaults of the models.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def _apply_environment(raw: dict[str, Any]) -> dict[str, Any]:
         _set_dotted(raw, "executor", _executor_dict(raw) | {"kind": env["RUNG_EXECUTOR"]})
     if env.get("RUNG_RAY_ADDRESS"):
         _set_dotted(raw, "executor", _executor_dict(raw) | {"address": env["RUNG_RAY_ADDRESS"]})
+    if env.get("RUNG_GRPC_PORT"):
+        _set_dotted(raw, "serve.grpc_port", env["RUNG_GRPC_PORT"])
     return raw
 
 

@@ -26,6 +26,8 @@ class ServeSettings(Section):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=1, le=65535)
+    # The Open Inference Protocol's gRPC service, on the same host; 0 turns it off.
+    grpc_port: int = Field(default=8702, ge=0, le=65535)
     key_field: str | None = None  # an input column that makes routing sticky when no X-Rung-Key header is sent
     protect_predict: bool = False  # require a viewer token on prediction routes too
     max_body_mb: float = Field(default=16.0, gt=0)

@@ -255,7 +255,7 @@ def run_demo(root: Path, *, days: int = 20, scenario: Scenario | None = None,
         controller.sync()
         warehouse = Warehouse(scenario.history())
         pending: list[tuple[datetime, list[tuple[str, int]], pd.DataFrame]] = []
-        with start_gateway(project, clock=clock) as gateway:
+        with start_gateway(project, clock=clock, grpc_port=0) as gateway:
             traffic = Traffic(gateway.url, project.settings.model_name)
             try:
                 for day in range(days):

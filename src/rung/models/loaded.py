@@ -100,11 +100,18 @@ class LoadedModel:
             frame = prepared
         return self.outputs(self.estimator, frame)
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """What :meth:`outputs` gives: ``predict``, and ``proba`` for a classifier with class probabilities."""
+        if self.task == "classification" and self.classes and hasattr(self.estimator, "predict_proba"):
+            return ("predict", "proba")
+        return ("predict",)
+
     def outputs(self, predictor: Any, inputs: Any) -> dict[str, np.ndarray]:
         """:meth:`predict` through ``predictor``: the estimator on a frame, or its compiled route on columns."""
         import numpy as np
 
-        if self.task == "classification" and self.classes and hasattr(self.estimator, "predict_proba"):
+        if len(self.output_names) == 2:
             # One pass: the label is the most probable class, as predict() would say.
             proba = np.asarray(predictor.predict_proba(inputs))
             labels = np.asarray(self.classes)[proba.argmax(axis=1)]

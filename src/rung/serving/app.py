@@ -1,13 +1,14 @@
 """The gateway's ASGI app (Starlette): prediction, health, metadata and metrics routes.
 
-* Open Inference Protocol v2 (``/v2/...``) and MLflow scoring
+* Open Inference Protocol v2 (``/v2/...``: JSON, or Triton's binary tensor
+  data extension, :mod:`rung.serving.oip`), KServe v1
+  (``/v1/models/{name}:predict``) and MLflow scoring
   (``/models/{name}/invocations``, ``/invocations``: JSON or CSV), described
-  in ``/openapi.json``; the control API (``/api/...``) and feedback come
-  from :mod:`rung.serving.control`.
-* A request may carry columns the model does not take: the model gets its
-  own columns only, and the request log keeps the others too (up to
-  ``LOGGED_EXTRAS`` distinct names per model, so that clients sending
-  ever new names cannot widen the log without bound).
+  in ``/openapi.json``; the repository and statistics extensions come from
+  :mod:`rung.serving.repository`, the control API (``/api/...``) and
+  feedback from :mod:`rung.serving.control`.
+* Every protocol decodes its body into columns and hands them to
+  :meth:`~rung.serving.gateway.Gateway.infer`, the one request path.
 * Every response names the model version and variant that answered
   (``X-Rung-Model-Version``, ``X-Rung-Variant`` and the body) and carries a
   request id (``X-Request-Id``, taken from the request when given).
@@ -32,10 +33,8 @@ from starlette.routing import Match, Route
 
 from rung import __version__
 from rung.clock import SYSTEM, Clock
-from rung.errors import PredictionFailed, RungError
-from rung.models.signature import Columns
 from rung.serving.control import control_routes
-from rung.serving.gateway import Gateway
+from rung.serving.gateway import Gateway, Inference, InferenceRequest
 from rung.serving.http import (
     CSV,
     JSON,
@@ -47,19 +46,23 @@ from rung.serving.http import (
     request_id,
     version_param,
 )
-from rung.serving.protocols import oip_datatype, oip_outputs, parse_csv, parse_mlflow, parse_oip, to_jsonable
+from rung.serving.oip import HEADER_LENGTH, Asked, asked_outputs, infer_body, parse_oip, split_body
+from rung.serving.protocols import parse_csv, parse_kserve, parse_mlflow, to_jsonable
+from rung.serving.repository import repository_routes
 from rung.serving.responses import error_body, exception_handlers
+from rung.serving.tensors import datatype_of
 
 if TYPE_CHECKING:
     from rung.project import Project
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "describe_model", "model_is_ready"]
 
 log = logging.getLogger("rung.gateway")
 
 GENERIC = "internal error; the gateway log has the details"
+EXTENSIONS = ["rung-routing"]  # what server metadata lists, over REST and gRPC
+OCTET_STREAM = "application/octet-stream"  # an OIP answer with binary outputs, as Triton sends it
 MLFLOW_TYPES = (JSON, CSV)  # what /invocations reads, as `mlflow models serve` does (but Parquet)
-LOGGED_EXTRAS = 16  # distinct names of columns a model does not take that the request log keeps, per model
 
 
 def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
@@ -73,74 +76,30 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
         request.state.request_id = request_id(request.headers.get("x-request-id"))
         model_name = request.path_params.get("name") or project.settings.model_name
         if settings.protect_predict:
-            await gateway.authorise(request, "viewer")
+            await gateway.authorise(request.headers.get("authorization"), "viewer")
         version = version_param(request)
+        columns = pool.columns(model_name, version)
+        asked = None
         if protocol == "oip":
-            body = await read_json(request, gateway.max_body)
+            length = request.headers.get(HEADER_LENGTH)
+            if length is None:  # under the binary extension a body may say any content type, as Triton takes it
+                media_type(request)
+            body, binary = split_body(await read_body(request, gateway.max_body), length)
             if isinstance(body, dict) and "x-request-id" not in request.headers:
                 request.state.request_id = request_id(body.get("id"))
-            raw, rows = parse_oip(body, pool.columns(model_name, version))
+            asked = asked_outputs(body)
+            raw, rows = parse_oip(body, columns, binary)
+        elif protocol == "kserve":
+            raw, rows = parse_kserve(await read_json(request, gateway.max_body), columns)
         elif media_type(request, MLFLOW_TYPES) == CSV:
             content = await read_body(request, gateway.max_body, send="a CSV with a header row")
-            raw, rows = parse_csv(content, pool.columns(model_name, version))
+            raw, rows = parse_csv(content, columns)
         else:
-            body = parse_json(await read_body(request, gateway.max_body))
-            raw, rows = parse_mlflow(body, pool.columns(model_name, version))
-        rid: str = request.state.request_id
-        key = request.headers.get("x-rung-key")
-        if key is None and settings.key_field and raw.get(settings.key_field):
-            key = str(raw[settings.key_field][0])
-        runtime, variant, table = pool.pick(model_name, version, key)
-        columns = gateway.inputs(raw, runtime)
-        logged = columns if len(raw) == len(columns) else with_extras(runtime.model.name, columns, raw)
-        model = runtime.model
-        try:
-            outputs = await runtime.predict(columns, rows)
-        except Exception as exc:
-            gateway.log(rid, model, variant, 500, time.perf_counter() - started, None, logged, rows)
-            if isinstance(exc, RungError):  # a worker that died (503, retry), input the model refused
-                raise
-            # the model raised: this request fails, the gateway lives on
-            raise PredictionFailed(f"the model failed on this input: {type(exc).__name__}: {exc}") from exc
-        if table.shadows:
-            gateway.shadow(table, raw, rows, outputs, rid)
-        headers = {"x-request-id": rid, "x-rung-model-version": str(model.version), "x-rung-variant": variant,
-                   "x-rung-routing-revision": str(table.revision)}
-        if protocol == "oip":
-            body_out: dict[str, Any] = {
-                "model_name": model.name,
-                "model_version": str(model.version),
-                "id": rid,
-                "parameters": {"variant": variant, "routing_revision": table.revision},
-                "outputs": oip_outputs(outputs),
-            }
-        else:
-            body_out = {
-                "predictions": to_jsonable(outputs["predict"]),
-                "rung": {"model": model.name, "version": model.version, "variant": variant, "request_id": rid},
-            }
-            if "proba" in outputs:
-                body_out["probabilities"] = to_jsonable(outputs["proba"])
-        elapsed = time.perf_counter() - started
-        gateway.metrics.observe(model.name, model.version, variant, protocol, 200, elapsed)
-        gateway.log(rid, model, variant, 200, elapsed, outputs, logged, rows)
-        return json_response(body_out, headers=headers)
-
-    extras: dict[str, set[str]] = {}  # model -> the names of columns it does not take that the log keeps
-
-    def with_extras(model_name: str, columns: Columns, raw: Columns) -> Columns:
-        """What the request log keeps: the model's columns, then the request's others (bounded names per model)."""
-        kept = extras.setdefault(model_name, set())
-        logged = dict(columns)
-        for name, values in raw.items():
-            if name in logged:
-                continue
-            if name not in kept:
-                if len(kept) >= LOGGED_EXTRAS:
-                    continue
-                kept.add(name)
-            logged[name] = values
-        return logged
+            raw, rows = parse_mlflow(parse_json(await read_body(request, gateway.max_body)), columns)
+        answer = await gateway.infer(InferenceRequest(model_name, version, raw, rows, request.state.request_id, protocol,
+                                                      request.headers.get("x-rung-key"), started,
+                                                      tuple(asked.names) if asked else ()))
+        return _render(protocol, answer, asked)
 
     def endpoint(protocol: str) -> Any:
         in_flight = gateway.metrics.in_flight
@@ -154,7 +113,7 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
 
         return answer
 
-    infer, invocations = endpoint("oip"), endpoint("mlflow")
+    infer, invocations, kserve_predict = endpoint("oip"), endpoint("mlflow"), endpoint("kserve")
 
     async def live(request: Request) -> Response:
         return json_response({"live": True})
@@ -164,32 +123,21 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
         return json_response({"ready": ok, "not_served": pool.not_served()}, 200 if ok else 503)
 
     async def server_metadata(request: Request) -> Response:
-        return json_response({"name": "rung", "version": __version__, "extensions": ["rung-routing"]})
+        return json_response({"name": "rung", "version": __version__, "extensions": EXTENSIONS})
 
     async def model_metadata(request: Request) -> Response:
-        name = request.path_params["name"]
-        version = version_param(request)
-        runtime, _, table = pool.pick(name, version, None) if version else pool.primary(name)
-        model = runtime.model
-        return json_response({
-            "name": name,
-            "versions": [str(v) for v in sorted(table.versions)],
-            "platform": f"rung-{model.flavor}",
-            "inputs": [{"name": c.name, "datatype": _oip_type(c.type), "shape": [-1]} for c in model.columns],
-            "outputs": [{"name": "predict", "datatype": oip_datatype(model.classes) if model.classes else "FP64", "shape": [-1]}]
-            + ([{"name": "proba", "datatype": "FP64", "shape": [-1]}] if model.task == "classification" else []),
-            "parameters": {"routing": table.to_dict(), "compiled": model.compiled is not None, "device": model.device,
-                           "not_served": [{"version": g["version"], "reason": g["reason"]} for g in pool.not_served(name)]},
-        })
+        return json_response(describe_model(gateway, request.path_params["name"], version_param(request)))
 
     async def model_ready(request: Request) -> Response:
         name = request.path_params["name"]
-        version = version_param(request)
-        if version:
-            pool.pinned(name, version)
-        else:
-            pool.table(name)
-        return json_response({"name": name, "ready": gateway.ready and not gateway.draining})
+        return json_response({"name": name, "ready": model_is_ready(gateway, name, version_param(request))})
+
+    async def kserve_live(request: Request) -> Response:
+        return json_response({"status": "alive"})
+
+    async def kserve_model(request: Request) -> Response:
+        name = request.path_params["name"]
+        return json_response({"name": name, "ready": model_is_ready(gateway, name, None)})
 
     async def metrics(request: Request) -> Response:
         return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -200,6 +148,7 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
         return json_response(document())
 
     routes = [
+        *repository_routes(gateway),  # first: /v2/models/stats is not a model's metadata
         Route("/v2", server_metadata, methods=["GET"]),
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
@@ -209,6 +158,9 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
         Route("/v2/models/{name}/versions/{version}", model_metadata, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v1/models/{name}:predict", kserve_predict, methods=["POST"]),
+        Route("/v1/models/{name}", kserve_model, methods=["GET"]),
+        Route("/", kserve_live, methods=["GET"]),
         Route("/models/{name}/invocations", invocations, methods=["POST"]),
         Route("/invocations", invocations, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -235,6 +187,59 @@ def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.gateway = gateway
     return app
+
+
+def _render(protocol: str, answer: Inference, asked: Asked | None = None) -> Response:
+    """A prediction's answer in the body its protocol speaks; the headers name what answered.
+
+    OIP v2 is JSON unless an output is asked for as binary (then the JSON
+    header, the tensors, ``Inference-Header-Content-Length``); KServe v1 is
+    ``{"predictions": [...]}``; MLflow scoring adds ``probabilities`` and
+    who answered.
+    """
+    model, outputs, headers = answer.model, answer.outputs, answer.headers()
+    if protocol == "oip":
+        head = {"model_name": model.name, "model_version": str(model.version), "id": answer.request_id,
+                "parameters": {"variant": answer.variant, "routing_revision": answer.table.revision}}
+        content, length = infer_body(head, outputs, asked or Asked([], {}))
+        if length is None:
+            return Response(content, media_type=JSON, headers=headers)
+        return Response(content, media_type=OCTET_STREAM, headers=headers | {HEADER_LENGTH: str(length)})
+    if protocol == "kserve":
+        return json_response({"predictions": to_jsonable(outputs["predict"])}, headers=headers)
+    body: dict[str, Any] = {
+        "predictions": to_jsonable(outputs["predict"]),
+        "rung": {"model": model.name, "version": model.version, "variant": answer.variant, "request_id": answer.request_id},
+    }
+    if "proba" in outputs:
+        body["probabilities"] = to_jsonable(outputs["proba"])
+    return json_response(body, headers=headers)
+
+
+def describe_model(gateway: Gateway, name: str, version: int | None) -> dict[str, Any]:
+    """OIP model metadata (REST ``/v2/models/{name}``, gRPC ``ModelMetadata``): ``version`` ``None`` is the primary one."""
+    pool = gateway.pool
+    runtime, _, table = pool.pick(name, version, None) if version else pool.primary(name)
+    model = runtime.model
+    return {
+        "name": name,
+        "versions": [str(v) for v in sorted(table.versions)],
+        "platform": f"rung-{model.flavor}",
+        "inputs": [{"name": c.name, "datatype": _oip_type(c.type), "shape": [-1]} for c in model.columns],
+        "outputs": [{"name": "predict", "datatype": datatype_of(model.classes) if model.classes else "FP64", "shape": [-1]}]
+        + ([{"name": "proba", "datatype": "FP64", "shape": [-1]}] if "proba" in model.output_names else []),
+        "parameters": {"routing": table.to_dict(), "compiled": model.compiled is not None, "device": model.device,
+                       "not_served": [{"version": g["version"], "reason": g["reason"]} for g in pool.not_served(name)]},
+    }
+
+
+def model_is_ready(gateway: Gateway, name: str, version: int | None) -> bool:
+    """Whether ``name`` (``version`` of it) takes requests now; a model or version not served is :class:`NotFound`."""
+    if version:
+        gateway.pool.pinned(name, version)
+    else:
+        gateway.pool.table(name)
+    return gateway.ready and not gateway.draining
 
 
 def _oip_type(signature_type: str) -> str:

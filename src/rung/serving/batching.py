@@ -10,6 +10,8 @@ so by default :meth:`Runtime.warm_up` measures a call and decides.
 The event loop never blocks on a model: it parses, routes and answers while
 the thread predicts, or (``serve.isolation: process``, the default) while the
 thread waits on the version's worker process (:mod:`rung.serving.worker`).
+Each batch's queue and compute times go to the version's
+:class:`~rung.serving.stats.VersionStats` as it is answered.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 from rung.models.loaded import LoadedModel
 from rung.models.signature import Columns, to_frame
+from rung.serving.stats import VersionStats
 
 __all__ = ["AUTO_WAIT_MS", "Runtime", "predict_columns", "wait_for"]
 
@@ -33,6 +36,7 @@ AUTO_WAIT_MS = 1.0
 WARM_UP_CALLS = 10
 WARM_UP_BUDGET_S = 0.25
 RECHECK_CALLS = 256
+FINISH_WITHIN_S = 30.0  # how long an unloaded version's queue may take to be answered before it closes anyway
 
 
 def predict_columns(model: LoadedModel, columns: Columns) -> dict[str, Any]:
@@ -47,6 +51,7 @@ class _Pending:
     columns: Columns
     rows: int
     future: asyncio.Future[dict[str, Any]]
+    queued: int  # perf_counter_ns() when it joined the queue
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Runtime:
     batching: bool = True
     threads: int = 1
     on_batch: Callable[[LoadedModel, int], None] | None = None
+    stats: VersionStats = field(default_factory=VersionStats)  # the gateway's, which outlive this runtime
     call_s: float | None = None  # the fastest call lately (warm_up, then every RECHECK_CALLS calls)
     note: str = ""  # shown by describe(), e.g. why the version is not compiled
     _queue: deque[_Pending] = field(default_factory=deque)
@@ -83,7 +89,7 @@ class Runtime:
         """The model's outputs for these rows (alone or within a batch)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._queue.append(_Pending(columns, rows, future))
+        self._queue.append(_Pending(columns, rows, future, time.perf_counter_ns()))
         if self._drains < len(self._predictors):
             self._drains += 1
             loop.create_task(self._drain())
@@ -97,12 +103,14 @@ class Runtime:
                     await self._gather()
                 if not self._queue:
                     break
+                started = time.perf_counter_ns()
                 batch = self._take()
                 merged = batch[0].columns if len(batch) == 1 else _merge([p.columns for p in batch])
                 rows = sum(p.rows for p in batch)
+                merged_at = time.perf_counter_ns()
                 predictor = self._free.pop()
                 try:
-                    outputs, seconds = await loop.run_in_executor(self._pool, _timed, predictor, merged)
+                    outputs, infer_ns = await loop.run_in_executor(self._pool, _timed, predictor, merged)
                 except BaseException as exc:  # a model error fails this batch's requests, not the gateway
                     for pending in batch:
                         if not pending.future.done():
@@ -113,15 +121,18 @@ class Runtime:
                 finally:
                     self._free.append(predictor)
                 if self._auto_wait:
-                    self._observe(seconds)
+                    self._observe(infer_ns / 1e9)
                 if self.on_batch is not None:
                     self.on_batch(self.model, rows)
+                cutting = time.perf_counter_ns()
                 start = 0
                 for pending in batch:
                     end = start + pending.rows
                     if not pending.future.done():
                         pending.future.set_result({k: v[start:end] for k, v in outputs.items()})
                     start = end
+                self.stats.executed(len(batch), rows, len(batch) * started - sum(p.queued for p in batch),
+                                    merged_at - started, infer_ns, time.perf_counter_ns() - cutting)
         finally:
             self._drains -= 1
             if self._drains == 0:
@@ -147,7 +158,7 @@ class Runtime:
             spent = 0.0
             for _ in range(WARM_UP_CALLS):  # a slow model (no use batching-wise) stops after the first calls
                 try:
-                    seconds = _timed(self._predictors[0], row)[1]
+                    seconds = _timed(self._predictors[0], row)[1] / 1e9
                 except Exception:
                     break
                 self._fastest, spent = min(self._fastest, seconds), spent + seconds
@@ -194,6 +205,17 @@ class Runtime:
             rows += pending.rows
         return batch
 
+    async def finish(self) -> None:
+        """:meth:`close` once the requests already queued have their answers (up to ``FINISH_WITHIN_S``).
+
+        For a version unloaded while requests wait on it: they are answered,
+        and no new one can reach it any more.
+        """
+        deadline = time.monotonic() + FINISH_WITHIN_S
+        while self._drains and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        self.close()
+
     def close(self) -> None:
         """Stop the prediction thread (and the worker) once they have finished what they were given."""
         for worker in self.workers:
@@ -216,10 +238,11 @@ def wait_for(call_s: float | None) -> float:
     return 0.0 if call_s is not None and call_s * 1000 < 2 * AUTO_WAIT_MS else AUTO_WAIT_MS
 
 
-def _timed(predictor: Callable[[Columns], dict[str, Any]], columns: Columns) -> tuple[dict[str, Any], float]:
-    started = time.perf_counter()
+def _timed(predictor: Callable[[Columns], dict[str, Any]], columns: Columns) -> tuple[dict[str, Any], int]:
+    """``predictor``'s outputs and the nanoseconds it took, measured in the thread that ran it."""
+    started = time.perf_counter_ns()
     outputs = predictor(columns)
-    return outputs, time.perf_counter() - started
+    return outputs, time.perf_counter_ns() - started
 
 
 def _limit_threads(threads: int) -> None:

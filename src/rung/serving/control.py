@@ -52,7 +52,7 @@ def control_routes(gateway: Gateway) -> list[Route]:
     def guarded(needed: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         """``handler(request, token id)`` once the caller's token grants ``needed`` (asked of the store each time)."""
         async def endpoint(request: Request) -> Response:
-            actor = await gateway.authorise(request, needed, cached=False)
+            actor = await gateway.authorise(request.headers.get("authorization"), needed, cached=False)
             return await handler(request, actor)
 
         return endpoint
@@ -87,7 +87,7 @@ def control_routes(gateway: Gateway) -> list[Route]:
 
     async def post_feedback(request: Request) -> Response:
         if gateway.settings.protect_predict:
-            await gateway.authorise(request, "viewer")
+            await gateway.authorise(request.headers.get("authorization"), "viewer")
         body = await read_json(request, gateway.max_body)
         if not isinstance(body, dict):
             raise InputError("the body must be a JSON object: {request_id, value} or {feedback: [...]}", "body")

@@ -4,9 +4,17 @@ A :class:`Gateway` holds the :class:`~rung.serving.pool.VersionPool`, the
 metrics, the request log and the token checks, and starts and stops them
 with the app (:func:`rung.serving.app.create_app` serves it).
 
+* :meth:`Gateway.infer` is the one request path every protocol takes (OIP v2
+  over REST, JSON or binary, and over gRPC; KServe v1; MLflow scoring): a
+  protocol decodes its body into columns, and routing, batching, shadows,
+  the request log and the metrics are the same for all of them.
 * Every response names the model version and variant that answered; every
   prediction is handed to the request log (references only, converted off
   the event loop) and shadows get a copy without being awaited.
+* A request may carry columns the model does not take: the model gets its
+  own columns only, and the request log keeps the others too (up to
+  ``LOGGED_EXTRAS`` distinct names per model, so that clients sending ever
+  new names cannot widen the log without bound).
 * The event loop never waits for the database: routing polls, token
   lookups and control-API reads run in a few threads of their own
   (``DB_THREADS``), so a slow or locked database delays them, not the
@@ -20,14 +28,13 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from starlette.requests import Request
-
 from rung.clock import SYSTEM, Clock
 from rung.delivery.routing import RoutingTable
-from rung.errors import AuthError
+from rung.errors import AuthError, InputError, PredictionFailed, RungError
 from rung.models.loaded import LoadedModel
 from rung.models.signature import Columns
 from rung.monitor.requestlog import open_request_log
@@ -36,17 +43,55 @@ from rung.serving.batching import Runtime
 from rung.serving.metrics import GatewayMetrics
 from rung.serving.pool import VersionPool
 from rung.serving.protocols import check_columns, to_jsonable
+from rung.serving.stats import Stats
 
 if TYPE_CHECKING:
     from rung.project import Project
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "Inference", "InferenceRequest"]
 
 MAX_SHADOW_PENDING = 256
+LOGGED_EXTRAS = 16  # distinct names of columns a model does not take that the request log keeps, per model
 TOKEN_CACHE_S = 1.0  # how long prediction and feedback routes trust a token check, either way
 DB_THREADS = 8  # the gateway's database calls at once (the PostgreSQL pool holds more)
 
 T = TypeVar("T")
+
+
+@dataclass
+class InferenceRequest:
+    """A prediction request, decoded from whichever protocol it came by.
+
+    ``columns`` are the request's raw columns (``{name: values}``, lists or
+    numpy arrays of ``rows`` values each), the model's and any others;
+    ``protocol`` labels the metrics (``oip``, ``grpc``, ``kserve``, ``mlflow``).
+    """
+
+    model: str
+    version: int | None
+    columns: Columns
+    rows: int
+    request_id: str
+    protocol: str
+    key: str | None = None  # the routing key (X-Rung-Key); else ``serve.key_field``'s value, if the request has it
+    started: float = field(default_factory=time.perf_counter)
+    outputs: tuple[str, ...] = ()  # the outputs asked for (none: all), checked before the model is called
+
+
+@dataclass
+class Inference:
+    """What answered a request and what it said: ``outputs`` maps output names (``predict``, ``proba``) to arrays."""
+
+    model: LoadedModel
+    variant: str
+    table: RoutingTable
+    outputs: dict[str, Any]
+    request_id: str
+
+    def headers(self) -> dict[str, str]:
+        """The response headers (HTTP) or trailing metadata (gRPC) naming what answered."""
+        return {"x-request-id": self.request_id, "x-rung-model-version": str(self.model.version),
+                "x-rung-variant": self.variant, "x-rung-routing-revision": str(self.table.revision)}
 
 
 class Gateway:
@@ -70,8 +115,10 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._token_cache: dict[str, tuple[float, str | AuthError]] = {}
         self._db = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="rung-db")
-        self.pool = VersionPool(project, self.metrics, self.db)
+        self.stats = Stats()  # per version, Triton's statistics extension (rung.serving.stats)
+        self.pool = VersionPool(project, self.metrics, self.db, self.stats)
         self.requests = open_request_log(project, clock=clock, on_drop=self.metrics.request_log_dropped)  # None: off
+        self._extras: dict[str, set[str]] = {}  # model -> the names of columns it does not take that the log keeps
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -99,6 +146,59 @@ class Gateway:
         return await asyncio.get_running_loop().run_in_executor(self._db, partial(call, *args))
 
     # -- a request's path ---------------------------------------------------------------------
+
+    async def infer(self, request: InferenceRequest) -> Inference:
+        """Route, predict, shadow, log and count one request: the path every protocol shares.
+
+        Raises rung's errors (bad input, a version not served, a worker that
+        died); an exception from the model itself becomes
+        :class:`~rung.errors.PredictionFailed` for this request only.
+        """
+        raw = request.columns
+        key = request.key
+        key_field = self.settings.key_field
+        if key is None and key_field and key_field in raw and len(raw[key_field]):
+            first = raw[key_field][0]
+            key = None if first is None else str(first)
+        runtime, variant, table = self.pool.pick(request.model, request.version, key)
+        try:
+            columns = self.inputs(raw, runtime)
+            _check_outputs(request.outputs, runtime.model)
+        except InputError:
+            runtime.stats.failed(time.perf_counter() - request.started)
+            raise
+        logged = columns if len(raw) == len(columns) else self._with_extras(runtime.model.name, columns, raw)
+        model = runtime.model
+        try:
+            outputs = await runtime.predict(columns, request.rows)
+        except Exception as exc:
+            runtime.stats.failed(time.perf_counter() - request.started)
+            self.log(request.request_id, model, variant, 500, time.perf_counter() - request.started, None, logged, request.rows)
+            if isinstance(exc, RungError):  # a worker that died (503, retry), input the model refused
+                raise
+            # the model raised: this request fails, the gateway lives on
+            raise PredictionFailed(f"the model failed on this input: {type(exc).__name__}: {exc}") from exc
+        if table.shadows:
+            self.shadow(table, raw, request.rows, outputs, request.request_id)
+        elapsed = time.perf_counter() - request.started
+        runtime.stats.succeeded(elapsed)
+        self.metrics.observe(model.name, model.version, variant, request.protocol, 200, elapsed)
+        self.log(request.request_id, model, variant, 200, elapsed, outputs, logged, request.rows)
+        return Inference(model, variant, table, outputs, request.request_id)
+
+    def _with_extras(self, model_name: str, columns: Columns, raw: Columns) -> Columns:
+        """What the request log keeps: the model's columns, then the request's others (bounded names per model)."""
+        kept = self._extras.setdefault(model_name, set())
+        logged = dict(columns)
+        for name, values in raw.items():
+            if name in logged:
+                continue
+            if name not in kept:
+                if len(kept) >= LOGGED_EXTRAS:
+                    continue
+                kept.add(name)
+            logged[name] = values
+        return logged
 
     def inputs(self, raw: Columns, runtime: Runtime) -> Columns:
         """The request's columns checked against ``runtime``'s signature, minus the routing key unless the model takes it."""
@@ -134,6 +234,7 @@ class Gateway:
             outcome = "error"
         finally:
             self.shadow_pending -= 1
+        (runtime.stats.failed if outputs is None else runtime.stats.succeeded)(time.perf_counter() - started)
         self.metrics.shadow.labels(model.name, str(model.version), outcome).inc()
         self.log(request_id, model, variant, 500 if outputs is None else 200, time.perf_counter() - started, outputs,
                  columns, rows, shadow=True)
@@ -152,8 +253,8 @@ class Gateway:
 
     # -- tokens -------------------------------------------------------------------------------
 
-    async def authorise(self, request: Request, needed: str, *, cached: bool = True) -> str:
-        """The caller's token id, if it grants ``needed``; else :class:`~rung.errors.AuthError`.
+    async def authorise(self, header: str | None, needed: str, *, cached: bool = True) -> str:
+        """The id of the token in ``header`` (``Bearer ...``), if it grants ``needed``; else :class:`~rung.errors.AuthError`.
 
         With ``cached`` (prediction and feedback routes) the answer, yes or
         no, is kept for ``TOKEN_CACHE_S``: a wrong token costs the database
@@ -161,7 +262,6 @@ class Gateway:
         may still predict that long. The control API asks the store each
         time, so a revoked token loses it at once.
         """
-        header = request.headers.get("authorization")
         key = f"{needed}:{header}"
         hit = self._token_cache.get(key) if cached else None
         if hit is None or time.monotonic() - hit[0] >= TOKEN_CACHE_S:
@@ -177,3 +277,11 @@ class Gateway:
         if isinstance(hit[1], AuthError):
             raise type(hit[1])(str(hit[1]))  # a new one each time: a raised error keeps its traceback
         return hit[1]
+
+
+def _check_outputs(names: tuple[str, ...], model: LoadedModel) -> None:
+    """Refuse an output the model does not give before it is called (``outputs[i].name``, listing what it gives)."""
+    for i, name in enumerate(names):
+        if name not in model.output_names:
+            raise InputError(f"outputs[{i}].name: the model has no output {name!r}; it gives {', '.join(model.output_names)}",
+                             field=f"outputs[{i}].name")

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from rung.errors import BodyTooLarge, NotFound, RequestInvalid, UnsupportedMediaType
 
 __all__ = ["CSV", "JSON", "json_response", "media_type", "parse_json", "read_body", "read_json", "request_id",
-           "version_param"]
+           "version_number", "version_param"]
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -90,7 +90,11 @@ async def read_json(request: Request, limit: int) -> Any:
 
 def version_param(request: Request) -> int | None:
     """The path's version number: ASCII digits only (``str.isdigit`` also takes ``²`` and ``١``)."""
-    raw = request.path_params.get("version")
+    return version_number(request.path_params.get("version"))
+
+
+def version_number(raw: str | None) -> int | None:
+    """A version as a request names it (a path, gRPC's ``model_version``): ``None`` for none, else a number >= 1."""
     if raw is None:
         return None
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and int(raw) >= 1):

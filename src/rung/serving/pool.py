@@ -11,6 +11,12 @@ A version that cannot be loaded (files that fail their sha256, a version
 not registered) is not served, and :meth:`VersionPool.not_served` says
 which and why. A running gateway keeps the table it had; one that starts
 serves every other model and version.
+
+The repository API (:mod:`rung.serving.repository`) changes what is
+loaded, never what is routed: :meth:`VersionPool.unload_model` drops a
+model's versions and marks it so that refreshes leave it unloaded, and
+:meth:`VersionPool.load_model` loads what its routing table names now. The
+table itself is the controller's.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from rung.models.loaded import LoadedModel
 from rung.models.loader import training_inputs
 from rung.serving.batching import Runtime
 from rung.serving.metrics import GatewayMetrics
+from rung.serving.stats import Stats
 from rung.serving.worker import ModelWorker
 
 if TYPE_CHECKING:
@@ -49,20 +56,24 @@ class VersionPool:
     """Loaded versions (:class:`~rung.serving.batching.Runtime` by model and version) and the tables in effect.
 
     ``db`` runs a blocking store call in the gateway's database threads, so
-    a slow database delays the routing poll, never the event loop.
+    a slow database delays the routing poll, never the event loop. ``stats``
+    are the gateway's statistics: each version loaded counts into its own.
     """
 
-    def __init__(self, project: Project, metrics: GatewayMetrics, db: Db) -> None:
+    def __init__(self, project: Project, metrics: GatewayMetrics, db: Db, stats: Stats) -> None:
         self.project = project
         self.settings = project.settings.serve
         self.store = project.store
         self.metrics = metrics
         self.db = db
+        self.stats = stats
         self.tables: dict[str, RoutingTable] = {}
         self.runtimes: dict[tuple[str, int], Runtime] = {}
         self.rejected: dict[str, int] = {}  # model -> routing revision that could not be loaded
         self.unserved: dict[str, dict[int, str]] = {}  # model -> {version named by its table: why it is not served}
+        self.unloaded: dict[str, RoutingTable] = {}  # model unloaded by the repository API -> its table as last read
         self._retiring: dict[tuple[str, int], asyncio.TimerHandle] = {}
+        self._changing = asyncio.Lock()  # one refresh, load or unload at a time
 
     def ensure_default_route(self) -> None:
         """A project model without a routing table is served by its ``champion`` (blocking)."""
@@ -90,45 +101,54 @@ class VersionPool:
         previous one serves; without one (at start, or a model new to this
         gateway) the versions that did load serve, and the rest are listed
         in :attr:`unserved`. Either way, it is tried again only when the
-        table changes.
+        table changes. A model unloaded by the repository API has its table
+        read (for the index) but nothing loaded.
         """
-        revisions = await self.db(self.store.route_revisions)
-        for model, revision in revisions.items():
-            current = self.tables.get(model)
-            if (current is not None and current.revision == revision) or self.rejected.get(model) == revision:
-                continue
-            record = await self.db(self.store.route, model)
-            if record is None:
-                continue
-            try:
-                table = RoutingTable.from_record(record)
-            except ConfigError as exc:  # written around set_routing: nothing to load, keep what serves
-                self.rejected[model] = revision
-                log.error("routing table %s revision %s is malformed, not used: %s", model, revision, exc)
-                continue
-            failed = await self._load_versions(table)
-            if failed:
-                self.rejected[model] = revision
-                if current is not None:
-                    self.unserved[model] = failed
-                    log.error("routing table %s revision %s refused, still serving revision %s: %s", model, revision,
-                              current.revision, "; ".join(failed.values()))
+        async with self._changing:
+            revisions = await self.db(self.store.route_revisions)
+            for model, revision in revisions.items():
+                current = self.tables.get(model) or self.unloaded.get(model)
+                if (current is not None and current.revision == revision) or self.rejected.get(model) == revision:
                     continue
-                served = _served_part(table, failed)
-                log.error("routing table %s revision %s: %s; %s", model, revision, "; ".join(failed.values()),
-                          f"serving version(s) {', '.join(map(str, sorted(served.versions)))}" if served else "not serving it")
-                self.unserved[model] = failed
-                if served is None:
+                record = await self.db(self.store.route, model)
+                if record is None:
                     continue
-                table = served
-            else:
-                self.unserved.pop(model, None)
-            self.tables[model] = table  # the swap: one assignment
-            self.metrics.routing_revision.labels(model).set(table.revision)
-            if current is not None and table.updated_at is not None:
-                lag = max(0.0, time.time() - table.updated_at.timestamp())
-                self.metrics.routing_lag.labels(model).observe(lag)
-        self._unload_unused()
+                try:
+                    table = RoutingTable.from_record(record)
+                except ConfigError as exc:  # written around set_routing: nothing to load, keep what serves
+                    self.rejected[model] = revision
+                    log.error("routing table %s revision %s is malformed, not used: %s", model, revision, exc)
+                    continue
+                if model in self.unloaded:
+                    self.unloaded[model] = table
+                    continue
+                self._swap(table, await self._load_versions(table))
+            self._unload_unused()
+
+    def _swap(self, table: RoutingTable, failed: dict[int, str]) -> None:
+        """Serve ``table``, its versions loaded but those in ``failed``: all of it, its part that loaded, or the previous table."""
+        model, revision = table.model, table.revision
+        current = self.tables.get(model)
+        if failed:
+            self.rejected[model] = revision
+            self.unserved[model] = failed
+            if current is not None:
+                log.error("routing table %s revision %s refused, still serving revision %s: %s", model, revision,
+                          current.revision, "; ".join(failed.values()))
+                return
+            served = _served_part(table, failed)
+            log.error("routing table %s revision %s: %s; %s", model, revision, "; ".join(failed.values()),
+                      f"serving version(s) {', '.join(map(str, sorted(served.versions)))}" if served else "not serving it")
+            if served is None:
+                return
+            table = served
+        else:
+            self.unserved.pop(model, None)
+        self.tables[model] = table  # the swap: one assignment
+        self.metrics.routing_revision.labels(model).set(table.revision)
+        if current is not None and current.revision != table.revision and table.updated_at is not None:
+            lag = max(0.0, time.time() - table.updated_at.timestamp())
+            self.metrics.routing_lag.labels(model).observe(lag)
 
     async def _load_versions(self, table: RoutingTable) -> dict[int, str]:
         """Load the table's versions not loaded yet (each in a thread); why each that could not be, by version."""
@@ -179,6 +199,7 @@ class VersionPool:
             batching=batching.enabled,
             threads=self.settings.model_threads,
             on_batch=lambda m, rows: self.metrics.batch_rows.labels(m.name, str(m.version)).observe(rows),
+            stats=self.stats.version(model, version),
         )
         runtime.warm_up()
         self.metrics.loaded.labels(model, str(version), loaded.flavor, loaded.device).set(1)
@@ -211,12 +232,20 @@ class VersionPool:
                 self._retiring[key] = loop.call_later(RETIRE_AFTER_S, self._retire, key)
 
     def _retire(self, key: tuple[str, int]) -> None:
-        self._retiring.pop(key, None)
+        runtime = self._drop(key)
+        if runtime is not None:
+            runtime.close()
+
+    def _drop(self, key: tuple[str, int]) -> Runtime | None:
+        """Take ``key``'s runtime out of the pool (requests already routed to it keep it); the caller closes it."""
+        timer = self._retiring.pop(key, None)
+        if timer is not None:
+            timer.cancel()
         runtime = self.runtimes.pop(key, None)
         if runtime is not None:
             with contextlib.suppress(KeyError):
                 self.metrics.loaded.remove(runtime.model.name, str(runtime.model.version), runtime.model.flavor, runtime.model.device)
-            runtime.close()
+        return runtime
 
     async def watch_workers(self) -> None:
         """Start again, between requests, the model workers that died while idle (counted in the metrics)."""
@@ -235,13 +264,93 @@ class VersionPool:
 
     def not_served(self, model: str | None = None) -> list[dict[str, Any]]:
         """What routing tables name but this gateway does not serve, and why (all models, or ``model``'s)."""
-        return [{"model": m, "version": v, "reason": why} for m, failed in sorted(self.unserved.items())
-                if model in (None, m) for v, why in sorted(failed.items())]
+        gaps = [(m, v, why) for m, failed in self.unserved.items() for v, why in failed.items()]
+        gaps += [(m, v, _unloaded(m)) for m, table in self.unloaded.items() for v in table.versions]
+        return [{"model": m, "version": v, "reason": why} for m, v, why in sorted(gaps) if model in (None, m)]
+
+    # -- the repository API ---------------------------------------------------------------------
+
+    def repository_index(self, *, ready: bool = False) -> list[dict[str, str]]:
+        """Triton's repository index: each version the routing tables name, its state and why (only READY ones with ``ready``).
+
+        ``READY`` serves; ``UNAVAILABLE`` could not be loaded (the reason
+        says why); ``UNLOADED`` was unloaded by the repository API.
+        """
+        states: dict[tuple[str, int], tuple[str, str]] = {}
+        for model, table in self.tables.items():
+            states |= {(model, v): ("READY", "") for v in table.versions if (model, v) in self.runtimes}
+        for model, failed in self.unserved.items():
+            states |= {(model, v): ("UNAVAILABLE", why) for v, why in failed.items()}
+        for model, table in self.unloaded.items():
+            states |= {(model, v): ("UNLOADED", _unloaded(model)) for v in table.versions}
+        return [{"name": m, "version": str(v), "state": state, "reason": why}
+                for (m, v), (state, why) in sorted(states.items()) if not ready or state == "READY"]
+
+    async def unload_model(self, model: str) -> None:
+        """Stop serving ``model`` here: its versions are unloaded, and refreshes leave it so until :meth:`load_model`.
+
+        Its routing table in the store is not touched (it is the
+        controller's); predictions for it are a 503 that says how to load it
+        again. Returns once the requests already queued on its versions are
+        answered. Unknown to the store: :class:`~rung.errors.NotFound`.
+        """
+        async with self._changing:
+            record = await self.db(self.store.route, model)
+            if record is None:
+                raise self._unknown(model)
+            try:
+                table = RoutingTable.from_record(record)
+            except ConfigError:  # a malformed table serves nothing new: what this gateway last had is what it unloads
+                table = self.tables.get(model) or self.unloaded.get(model) or _empty_table(model, record.revision)
+            self.unloaded[model] = table
+            self.tables.pop(model, None)
+            self.unserved.pop(model, None)
+            self.rejected.pop(model, None)
+            dropped = [self._drop(key) for key in list(self.runtimes) if key[0] == model]
+        for runtime in dropped:
+            if runtime is not None:
+                await runtime.finish()
+        log.info("%s unloaded via the repository API (its routing table is unchanged)", model)
+
+    async def load_model(self, model: str) -> None:
+        """Serve ``model`` again: load, off the event loop, what its routing table names now, then swap it in.
+
+        Clears the mark :meth:`unload_model` left (also for a table that
+        cannot be loaded: refreshes then try the next revision). Returns once
+        it serves; a version that could not be loaded is
+        :class:`~rung.errors.NotServed` saying why (the others serve).
+        """
+        async with self._changing:
+            record = await self.db(self.store.route, model)
+            if record is None:
+                raise self._unknown(model)
+            try:
+                table = RoutingTable.from_record(record)
+            except ConfigError as exc:
+                raise NotServed(f"the routing table of {model!r} (revision {record.revision}) cannot be used: {exc}; "
+                                "route the model again", field="model_name") from exc
+            failed = await self._load_versions(table)
+            self.unloaded.pop(model, None)
+            self.rejected.pop(model, None)
+            self._swap(table, failed)
+            self._unload_unused()
+        if failed:
+            serving = self.tables.get(model)
+            now = f"serving version(s) {', '.join(map(str, sorted(serving.versions)))}" if serving else "not serving it"
+            why = "; ".join(f"version {v}: {reason}" for v, reason in sorted(failed.items()))
+            raise NotServed(f"model {model!r} could not be loaded in full ({now}): {why}", field="model_name")
+        log.info("%s loaded via the repository API: version(s) %s", model, ", ".join(map(str, sorted(table.versions))))
+
+    def _unknown(self, model: str) -> NotFound:
+        models = ", ".join(sorted(set(self.tables) | set(self.unserved) | set(self.unloaded))) or "none"
+        return NotFound(f"model {model!r} has no routing table; models: {models}", field="model_name")
 
     # -- who answers --------------------------------------------------------------------------
 
     def table(self, model: str) -> RoutingTable:
         table = self.tables.get(model)
+        if table is None and model in self.unloaded:
+            raise NotServed(_unloaded(model), field="model_name")
         if table is None and model in self.unserved:
             why = "; ".join(self.unserved[model].values())
             raise NotServed(f"model {model!r} is not served: {why}; route it to a version that loads", field="model_name")
@@ -281,6 +390,15 @@ class VersionPool:
         """The input columns to parse a request with (the pinned or the primary version's)."""
         runtime = self.pinned(model, version) if version is not None else self.primary(model)[0]
         return runtime.model.columns
+
+
+def _unloaded(model: str) -> str:
+    return (f"model {model!r} was unloaded via the repository API; load it again with "
+            f"POST /v2/repository/models/{model}/load (a deployer token)")
+
+
+def _empty_table(model: str, revision: int) -> RoutingTable:
+    return RoutingTable(model, (), (), revision=revision)
 
 
 def _served_part(table: RoutingTable, failed: dict[int, str]) -> RoutingTable | None:

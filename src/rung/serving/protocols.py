@@ -1,4 +1,4 @@
-"""Request and response bodies: Open Inference Protocol v2 and MLflow scoring.
+"""Request bodies as columns: MLflow scoring, KServe v1, and the signature check every protocol shares.
 
 Parsing turns a body into *columns* (``{name: [values]}``, one list per
 signature column, all the same length) without pandas: on the single-row
@@ -6,87 +6,29 @@ hot path building Python lists is far cheaper than a DataFrame, and the
 batcher builds one frame for many requests. Every problem is an
 :class:`~rung.errors.InputError` naming the field.
 
-OIP v2 accepts two layouts: one tensor per column (``name`` = column,
-shape ``[n]`` or ``[n, 1]``), or a single ``[n, k]`` tensor whose columns
-follow the model signature. MLflow accepts ``dataframe_split``,
-``dataframe_records``, ``instances`` and ``inputs``, and a CSV body (a
-header row, then one row per prediction), as ``mlflow models serve`` does.
+MLflow accepts ``dataframe_split``, ``dataframe_records``, ``instances``
+and ``inputs``, and a CSV body (a header row, then one row per prediction),
+as ``mlflow models serve`` does; KServe v1 (``:predict``) ``instances`` or
+``inputs``, read the same way. The Open Inference Protocol's bodies, JSON
+and binary, are :mod:`rung.serving.oip`'s.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from typing import Any
 
 from rung.errors import InputError, RequestInvalid
 from rung.models.signature import Column, Columns
 
-__all__ = ["parse_oip", "parse_mlflow", "parse_csv", "check_columns", "oip_outputs", "to_jsonable"]
+__all__ = ["parse_mlflow", "parse_kserve", "parse_csv", "check_columns", "to_jsonable"]
 
 
-OIP_NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
-OIP_TYPES = OIP_NUMERIC | {"BYTES"}
 # What a CSV cell of a numeric column reads as missing, besides an empty cell: the spellings pandas (and so
 # ``mlflow models serve``) reads as NaN. A text column takes them as text: only its empty cells are missing.
 CSV_MISSING = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "NULL", "null", "None", "<NA>", "#N/A", "#NA"})
 CSV_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
-
-
-def _flatten(data: Any, where: str) -> list[Any]:
-    if not isinstance(data, list):
-        raise InputError(f"{where}: expected a list", field=where)
-    if data and isinstance(data[0], list):
-        out: list[Any] = []
-        for row in data:
-            if not isinstance(row, list):
-                raise InputError(f"{where}: mixed nesting", field=where)
-            out.extend(row)
-        return out
-    return data
-
-
-def parse_oip(body: Any, columns: list[Column]) -> tuple[Columns, int]:
-    """An OIP v2 inference request → raw columns and row count (check them with :func:`check_columns`)."""
-    if not isinstance(body, dict):
-        raise InputError("the body must be a JSON object with 'inputs'", field="inputs")
-    inputs = body.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise InputError("'inputs' must be a non-empty list of tensors", field="inputs")
-    names = [c.name for c in columns]
-    tensors: list[tuple[str, list[int], list[Any]]] = []
-    for i, tensor in enumerate(inputs):
-        where = f"inputs[{i}]"
-        if not isinstance(tensor, dict):
-            raise InputError(f"{where}: expected an object with name, shape, datatype, data", field=where)
-        name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
-        if not isinstance(name, str) or not name:
-            raise InputError(f"{where}.name: required, a string", field=f"{where}.name")
-        if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise InputError(f"{where}.shape: expected a list of non-negative integers", field=f"{where}.shape")
-        if datatype not in OIP_TYPES:
-            raise InputError(f"{where}.datatype: {datatype!r} is not an OIP v2 datatype", field=f"{where}.datatype")
-        data = _flatten(tensor.get("data"), f"{where}.data")
-        if math.prod(shape) != len(data):
-            raise InputError(f"{where}: shape {shape} needs {math.prod(shape)} values, data has {len(data)}", field=f"{where}.data")
-        tensors.append((name, shape, data))
-    if len(tensors) == 1 and tensors[0][0] not in names and len(tensors[0][1]) == 2:
-        _, (rows, width), data = tensors[0]
-        if width != len(names):
-            raise InputError(f"inputs[0]: a [n, k] tensor needs k = {len(names)} columns ({', '.join(names)})", field="inputs[0].shape")
-        out = {name: data[j::width] for j, name in enumerate(names)}
-        return out, rows
-    out = {}
-    rows = len(tensors[0][2])
-    for i, (name, shape, data) in enumerate(tensors):
-        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise InputError(f"inputs[{i}].shape: a column tensor has shape [n] or [n, 1], got {shape}", field=f"inputs[{i}].shape")
-        if len(data) != rows:  # also a tensor the model does not take: the rows are counted from inputs[0]
-            raise InputError(f"inputs[{i}]: {len(data)} rows, inputs[0] has {rows}; every tensor needs the same number",
-                             field=f"inputs[{i}].shape")
-        out[name] = data
-    return out, rows
 
 
 def parse_mlflow(body: Any, columns: list[Column]) -> tuple[Columns, int]:
@@ -114,8 +56,27 @@ def parse_mlflow(body: Any, columns: list[Column]) -> tuple[Columns, int]:
             for c, v in zip(cols, row, strict=True):
                 out[c].append(v)
         return out, len(value["data"])
+    return _records(key, value, names)
+
+
+def parse_kserve(body: Any, columns: list[Column]) -> tuple[Columns, int]:
+    """A KServe v1 ``:predict`` body (``instances`` or ``inputs``) → raw columns and row count.
+
+    Records are objects of column values or lists in signature order, or
+    ``inputs`` is one object of columns, as :func:`parse_mlflow` reads them.
+    """
+    if not isinstance(body, dict):
+        raise InputError("the body must be a JSON object with instances or inputs", field="body")
+    keys = [k for k in ("instances", "inputs") if k in body]
+    if len(keys) != 1:
+        raise InputError("give exactly one of instances, inputs", field="body")
+    return _records(keys[0], body[keys[0]], [c.name for c in columns])
+
+
+def _records(key: str, value: Any, names: list[str]) -> tuple[Columns, int]:
+    """``instances`` / ``inputs``: a list of records (objects, or lists in signature order), or an object of columns."""
     if isinstance(value, dict):  # {"inputs": {"col": [..], ...}}: columnar
-        out = {}
+        out: Columns = {}
         for c, v in value.items():
             out[c] = v if isinstance(v, list) else [v]
         lengths = {len(v) for v in out.values()}
@@ -286,18 +247,3 @@ def to_jsonable(values: Any) -> list[Any]:
     if out and isinstance(out[0], float):
         return [None if v != v else v for v in out]
     return out
-
-
-def oip_datatype(values: Any) -> str:
-    """The OIP v2 datatype of a numpy array (or of a list, via numpy)."""
-    import numpy as np
-
-    kind = np.asarray(values).dtype.kind if not hasattr(values, "dtype") else values.dtype.kind
-    return {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}.get(kind, "BYTES")
-
-
-def oip_outputs(outputs: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"name": name, "datatype": oip_datatype(values), "shape": [len(values)], "data": to_jsonable(values)}
-        for name, values in outputs.items()
-    ]

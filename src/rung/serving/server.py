@@ -1,8 +1,14 @@
 """Running the gateway under uvicorn, with a graceful shutdown.
 
 On SIGTERM or SIGINT, readiness turns false at once (a load balancer stops
-sending), uvicorn stops accepting connections, requests in flight finish,
-the request log writes what it still holds, then the process exits.
+sending), uvicorn and the gRPC server stop accepting connections, requests
+and calls in flight finish, the request log writes what it still holds, then
+the process exits.
+
+The Open Inference Protocol's gRPC service (``serve.grpc_port``, 0: off) runs
+on uvicorn's event loop, beside the REST app: the gateway's runtimes and
+futures belong to that loop. Its port is bound before the models load, so a
+port in use fails at once, in one line.
 
 :func:`start_gateway` runs the same gateway in a thread of the current
 process (the demo, tests): it can share a manual clock with a controller in
@@ -23,19 +29,23 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from rung.clock import SYSTEM, Clock
+from rung.errors import RungError
 
 if TYPE_CHECKING:
     import uvicorn
 
     from rung.project import Project
     from rung.serving.gateway import Gateway
+    from rung.serving.grpc.service import GrpcServer
 
 __all__ = ["run_gateway", "start_gateway", "RunningGateway"]
 
 ACCEPTED_GRACE_S = 0.3
 
 
-def run_gateway(project: Project, *, host: str | None = None, port: int | None = None, graceful_s: float = 30.0) -> None:
+def run_gateway(project: Project, *, host: str | None = None, port: int | None = None, grpc_port: int | None = None,
+                graceful_s: float = 30.0) -> None:
+    """Serve ``project`` until SIGTERM or SIGINT (``rung serve``); ``grpc_port`` ``None`` is ``serve.grpc_port``."""
     import uvicorn
 
     from rung.serving.app import create_app
@@ -45,22 +55,63 @@ def run_gateway(project: Project, *, host: str | None = None, port: int | None =
     # lets the loop answer, route and parse while a long predict runs.
     sys.setswitchinterval(0.001)
     app = create_app(project)
-    gateway = app.state.gateway
     config = uvicorn.Config(
         app,
         host=host or settings.host,
         port=port or settings.port,
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        loop=_LOOP,
+        http=_HTTP,
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=math.ceil(graceful_s),
         lifespan="on",
     )
+    grpc_port = settings.grpc_port if grpc_port is None else grpc_port
+    server = _server(config, app.state.gateway, grpc_port, graceful_s, announce=True)
+    grpc_line = f"; OIP gRPC on {_address(config.host, grpc_port)}" if grpc_port else ""
+    print(f"rung gateway on http://{_address(config.host, config.port)} (OIP v2 under /v2, MLflow scoring under "
+          f"/invocations; /metrics, /openapi.json){grpc_line}", flush=True)
+    server.run()
 
-    class _Server(uvicorn.Server):
+
+_LOOP = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+_HTTP = "httptools" if importlib.util.find_spec("httptools") else "h11"
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _server(config: uvicorn.Config, gateway: Gateway, grpc_port: int, graceful_s: float, *, announce: bool) -> uvicorn.Server:
+    """uvicorn's server for the gateway's app, with the gRPC service on its loop (``grpc_port`` 0: none).
+
+    ``announce`` (``rung serve``): print what is served once it is up, freeze
+    what startup loaded out of the collector, and on shutdown give
+    connections accepted a moment ago the time to have their request read.
+    """
+    import uvicorn
+
+    class GatewayServer(uvicorn.Server):
+        grpc: GrpcServer | None = None
+
         async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets)  # the app's startup included: the models are loaded
+            if grpc_port:
+                from rung.serving.grpc.service import GrpcServer
+
+                self.grpc = GrpcServer(gateway, config.host, grpc_port)
+                self.grpc.bind()  # before the models load: a port in use fails at once
+            try:
+                await super().startup(sockets)  # the app's startup included: the models are loaded
+            except BaseException:
+                await self._stop_grpc(0)
+                raise
+            if self.should_exit:  # the app's startup failed; uvicorn will not call shutdown
+                await self._stop_grpc(0)
+                return
+            if self.grpc is not None:
+                await self.grpc.start()
+            if not announce:
+                return
             for runtime in gateway.pool.runtimes.values():
                 print(f"  {runtime.describe()}", flush=True)
             for gap in gateway.pool.not_served():
@@ -75,17 +126,24 @@ def run_gateway(project: Project, *, host: str | None = None, port: int | None =
             super().handle_exit(sig, frame)
 
         async def shutdown(self, sockets: Any = None) -> None:
-            # Stop accepting, then give connections accepted a moment ago the time to have their
-            # request read: uvicorn closes a connection with no request under way at once, and a
-            # request still unread in the socket's buffer would be answered by a reset.
-            for listener in self.servers:
-                listener.close()
-            await asyncio.sleep(ACCEPTED_GRACE_S)
+            # Stop accepting (REST and gRPC at once); calls in flight finish before the app's shutdown
+            # stops the gateway they need.
+            stopping = asyncio.ensure_future(self._stop_grpc(graceful_s))
+            if announce:
+                # Give connections accepted a moment ago the time to have their request read: uvicorn
+                # closes a connection with no request under way at once, and a request still unread in
+                # the socket's buffer would be answered by a reset.
+                for listener in self.servers:
+                    listener.close()
+                await asyncio.sleep(ACCEPTED_GRACE_S)
+            await stopping
             await super().shutdown(sockets)
 
-    server = _Server(config)
-    print(f"rung gateway on http://{config.host}:{config.port} (OIP v2 under /v2, MLflow scoring under /invocations; /metrics, /openapi.json)", flush=True)
-    server.run()
+        async def _stop_grpc(self, grace_s: float) -> None:
+            if self.grpc is not None:
+                await self.grpc.stop(grace_s)
+
+    return GatewayServer(config)
 
 
 class RunningGateway:
@@ -93,6 +151,7 @@ class RunningGateway:
 
     def __init__(self, server: uvicorn.Server, thread: threading.Thread, gateway: Gateway, url: str) -> None:
         self.server, self.thread, self.gateway, self.url = server, thread, gateway, url
+        self.grpc_target: str | None = None  # ``host:port`` of the gRPC service once ready; None when it is off
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Graceful: readiness false, requests in flight finish, the request log is written out."""
@@ -111,9 +170,13 @@ class RunningGateway:
         self.stop()
 
 
-def start_gateway(project: Project, *, host: str = "127.0.0.1", port: int = 0, clock: Clock = SYSTEM,
-                  graceful_s: float = 10.0, ready_s: float = 120.0) -> RunningGateway:
-    """Serve ``project`` from a background thread; returns once it is ready (``port=0``: any free port)."""
+def start_gateway(project: Project, *, host: str = "127.0.0.1", port: int = 0, grpc_port: int | None = None,
+                  clock: Clock = SYSTEM, graceful_s: float = 10.0, ready_s: float = 120.0) -> RunningGateway:
+    """Serve ``project`` from a background thread; returns once it is ready (``port=0``: any free port).
+
+    ``grpc_port`` ``None`` is ``serve.grpc_port``, ``0`` no gRPC service;
+    :attr:`RunningGateway.grpc_target` is where it listens.
+    """
     import uvicorn
 
     from rung.serving.app import create_app
@@ -124,10 +187,10 @@ def start_gateway(project: Project, *, host: str = "127.0.0.1", port: int = 0, c
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
     bound = listener.getsockname()[1]
-    config = uvicorn.Config(app, loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-                            http="httptools" if importlib.util.find_spec("httptools") else "h11",
-                            access_log=False, log_level="warning", timeout_graceful_shutdown=math.ceil(graceful_s), lifespan="on")
-    server = uvicorn.Server(config)
+    config = uvicorn.Config(app, host=host, loop=_LOOP, http=_HTTP, access_log=False, log_level="warning",
+                            timeout_graceful_shutdown=math.ceil(graceful_s), lifespan="on")
+    grpc_port = project.settings.serve.grpc_port if grpc_port is None else grpc_port
+    server = _server(config, gateway, grpc_port, graceful_s, announce=False)
     failure: list[BaseException] = []
 
     def serve() -> None:
@@ -140,14 +203,18 @@ def start_gateway(project: Project, *, host: str = "127.0.0.1", port: int = 0, c
 
     thread = threading.Thread(target=serve, name=f"rung-gateway-{bound}", daemon=True)
     thread.start()
-    running = RunningGateway(server, thread, gateway, f"http://{'[' + host + ']' if ':' in host else host}:{bound}")
+    running = RunningGateway(server, thread, gateway, f"http://{_address(host, bound)}")
     deadline = time.monotonic() + ready_s
     while not (server.started and gateway.ready):
         if not thread.is_alive():
             cause = failure[0] if failure else None
+            if isinstance(cause, RungError):
+                raise cause  # a port in use: the CLI's one line
             raise RuntimeError(f"the gateway did not start: {cause or 'see the log'}") from cause
         if time.monotonic() > deadline:
             running.stop()
             raise RuntimeError(f"the gateway at {running.url} was not ready within {ready_s:g} s")
         time.sleep(0.02)
+    grpc = getattr(server, "grpc", None)
+    running.grpc_target = grpc.target if grpc is not None else None
     return running
