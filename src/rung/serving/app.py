@@ -60,7 +60,7 @@ __all__ = ["create_app", "describe_model", "model_is_ready"]
 log = logging.getLogger("rung.gateway")
 
 GENERIC = "internal error; the gateway log has the details"
-EXTENSIONS = ["rung-routing"]  # what server metadata lists, over REST and gRPC
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "rung-routing"]  # what server metadata lists, over REST and gRPC
 OCTET_STREAM = "application/octet-stream"  # an OIP answer with binary outputs, as Triton sends it
 MLFLOW_TYPES = (JSON, CSV)  # what /invocations reads, as `mlflow models serve` does (but Parquet)
 
