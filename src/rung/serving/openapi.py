@@ -40,17 +40,8 @@ TENSOR = {
     },
 }
 
-OUTPUT_TENSOR = {
-    "type": "object",
-    "required": ["name", "shape", "datatype"],
+OUTPUT_TENSOR = TENSOR | {
     "description": "An output tensor: 'data' in JSON, or its bytes after the JSON header (parameters.binary_data_size)",
-    "properties": {
-        "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "datatype": {"type": "string", "enum": DATATYPES},
-        "data": {"type": "array"},
-        "parameters": {"type": "object", "properties": {"binary_data_size": BINARY_SIZE}},
-    },
 }
 
 REQUESTED_OUTPUT = {
