@@ -214,3 +214,68 @@ def postgres_url() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test."""
     with postgres_database() as url:
         yield url
+
+
+class S3Server:
+    """A local S3-compatible server (moto's) on loopback, and the environment a rung process needs to reach it."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
+        self.process = process
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "rung-test", "AWS_SECRET_ACCESS_KEY": "rung-test",
+                    "AWS_REGION": "us-east-1"}
+
+    def bucket(self) -> str:
+        """A new, empty bucket; its name."""
+        import pyarrow.fs as pafs
+
+        name = f"rung-{uuid.uuid4().hex[:12]}"
+        filesystem = pafs.S3FileSystem(endpoint_override=self.endpoint.removeprefix("http://"), scheme="http",
+                                       access_key="rung-test", secret_key="rung-test", region="us-east-1",
+                                       allow_bucket_creation=True)
+        filesystem.create_dir(name)
+        return name
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server in its own process, stopped afterwards (CI fails without it; elsewhere the test skips)."""
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        message = "moto_server is not installed (pip install 'moto[server]', part of rung's dev extras)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    port = _free_port()
+    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/moto-api/"), timeout=30, message="moto_server to start")
+        saved = {key: os.environ.get(key) for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
+        running = S3Server(process, port)
+        os.environ.update(running.env)  # this process (a test's in-process reader or writer) reaches it too
+        try:
+            yield running
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    finally:
+        stop_processes(process)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """One local S3-compatible server per test module; each test takes its own bucket (``s3.bucket()``)."""
+    with s3_server() as running:
+        yield running

@@ -31,6 +31,7 @@ Over HTTP (and later gRPC) each class has one status, decided in one table:
     ├── ReproductionMismatch        `rung reproduce` found different metrics
     ├── IntegrityError              model files do not match their recorded sha256
     ├── ArtifactCorrupted           a cached step output no longer matches its content hash
+    ├── ArtifactUnavailable         the artifact store's remote (artifacts.uri) is out of reach
     ├── RequestInvalid              an HTTP request that cannot be read as sent (400); ``field`` names the part
     │   ├── InputError              its input does not fit the model signature or the call's body (422)
     │   ├── BodyTooLarge            its body is over serve.max_body_mb (413)
@@ -78,6 +79,7 @@ __all__ = [
     "ReproductionMismatch",
     "IntegrityError",
     "ArtifactCorrupted",
+    "ArtifactUnavailable",
     "RequestInvalid",
     "InputError",
     "BodyTooLarge",
@@ -205,6 +207,10 @@ class IntegrityError(RungError):
 
 class ArtifactCorrupted(RungError):
     """A stored step output no longer matches its content hash (changed or removed on disk): never load it."""
+
+
+class ArtifactUnavailable(RungError):
+    """The artifact store's remote (``artifacts.uri``) cannot be reached: nothing is wrong with the object; try again."""
 
 
 class RequestInvalid(RungError):

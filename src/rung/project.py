@@ -102,7 +102,23 @@ class Project:
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
-        return ArtifactStore(self.state_dir / "artifacts")
+        """Step outputs and data snapshots: ``.rung/artifacts``, a cache of ``artifacts.uri`` when that is set."""
+        return ArtifactStore(self.state_dir / "artifacts", uri=self.artifacts_uri)
+
+    @property
+    def artifacts_uri(self) -> str | None:
+        """``artifacts.uri`` as every process can open it: a folder made absolute (from the project), else the URI.
+
+        :class:`~rung.errors.ConfigError` for a location that cannot be
+        opened; ``None`` when unset or when it names ``.rung/artifacts`` itself.
+        """
+        from rung.objectstore import is_remote, open_location
+
+        uri = self.settings.artifacts.uri
+        if not uri or is_remote(uri):
+            return uri or None
+        folder = Path(open_location(uri, root=self.root).full()).resolve()
+        return None if folder == (self.state_dir / "artifacts").resolve() else str(folder)
 
     @cached_property
     def tracking(self) -> Tracking:
@@ -200,9 +216,16 @@ class Project:
         settings = settings or self.settings
         store = self.store
         executor_settings = settings.executor
+        search = None
+        if settings.tune is not None:  # train.tune: checked (metric, Ray installed) before anything runs
+            from rung.tuning import TuneSearch
+
+            search = TuneSearch(settings, self.root, tracking=self.tracking, address=executor_settings.address,
+                                experiment=settings.tracking.experiment or settings.name)
         executor = make_executor(executor_settings.kind, workers=executor_settings.workers, address=executor_settings.address)
         try:
-            runner = Runner(store, self.artifacts, executor, project_root=self.root, settings=settings, on_update=on_update)
+            runner = Runner(store, self.artifacts, executor, project_root=self.root, settings=settings, on_update=on_update,
+                            search=search)
             recorded = {"code": code_version(self.root), "environment": environment(), **(lineage or {})}
             recorded.setdefault("pipeline_file", settings.pipeline)
             recorded["settings"] = settings.pipeline_settings()
@@ -257,6 +280,8 @@ class Project:
 
         run_lineage = self.store.get_run(ctx.run_id).lineage
         code = run_lineage.get("code", {})
+        tuning = run_lineage.get("tuning") or {}  # train.tune: the trials searched in this run are child runs of this one
+        parent = tuning.get("mlflow_run_id") if tuning.get("searched_in") == ctx.run_id and not tuning.get("cached") else None
         snapshot = ctx.hashes.get("data", "")
         tags = {
             "rung.run_id": ctx.run_id,
@@ -289,6 +314,7 @@ class Project:
             data_path=self.artifacts.path(snapshot) if snapshot else self.root,
             artifacts={"reference_profile.json": reference_profile, "rung_metrics.json": metrics},
             fence=fence,
+            run_id=parent,
         )
         lineage = {
             "pipeline_run": ctx.run_id,
@@ -302,6 +328,8 @@ class Project:
             "reference_profile": ctx.hashes.get("reference_profile"),
             "outputs": {k: v for k, v in ctx.hashes.items()},
         }
+        if tuning:
+            lineage["tuning"] = tuning
         now = datetime.now(UTC)
         record = ModelVersionRecord(
             name=registered.name,
@@ -382,5 +410,6 @@ class Project:
             # adopted from MLflow's registry (rung.adoption): where from, and what MLflow knew of it
             "adopted_from": record.lineage.get("adopted_from"),
             "mlflow": record.lineage.get("mlflow", {}),
+            "tuning": record.lineage.get("tuning"),  # train.tune: metric, trials, best params
         }
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import math
 import os
 import shutil
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -259,8 +261,12 @@ class Tracking:
         code_paths: list[Path] | None = None,
         metadata: dict[str, Any] | None = None,
         fence: Callable[[], None] | None = None,
+        run_id: str | None = None,
     ) -> Registered:
         """Log a run with the native ``model`` (an MLflow ``flavor``) and register it as a new version of ``name``.
+
+        ``run_id`` continues a run made earlier for this pipeline run (the
+        parent of its tuning trials, :meth:`log_search`) instead of a new one.
 
         The signature holds ``inputs`` (the raw columns the model takes, before
         any prepare hook) and what ``predict`` answers on them; ``code_paths``
@@ -279,7 +285,7 @@ class Tracking:
                 return self._register(
                     mlflow,
                     model, flavor, inputs, predict, name, experiment, train, target, params, metrics, tags, data_digest, data_source,
-                    data_path, artifacts, code_paths or [], metadata or {}, fence or (lambda: None),
+                    data_path, artifacts, code_paths or [], metadata or {}, fence or (lambda: None), run_id,
                 )
         except RungError:
             raise
@@ -307,6 +313,7 @@ class Tracking:
         code_paths: list[Path],
         metadata: dict[str, Any],
         fence: Callable[[], None],
+        run_id: str | None = None,
     ) -> Registered:
         from mlflow.models import infer_signature
 
@@ -315,7 +322,8 @@ class Tracking:
         example = train[inputs].head(5)
         signature = infer_signature(example, predict(example))
         created_version: int | None = None
-        with mlflow.start_run(experiment_id=experiment_id, run_name=tags.get("rung.run_id", "")[:8]) as run:
+        started = {"run_id": run_id} if run_id else {"experiment_id": experiment_id, "run_name": tags.get("rung.run_id", "")[:8]}
+        with mlflow.start_run(**started) as run:
             try:
                 mlflow.log_params({k: str(v)[:500] for k, v in _flat(params).items()})
                 mlflow.log_metrics(metrics)
@@ -356,6 +364,34 @@ class Tracking:
             sha256=manifest,
             aliases=aliases,
         )
+
+    def log_search(self, *, experiment: str, run_name: str, tags: dict[str, str], trials: list[dict[str, Any]]) -> str:
+        """A parent run with one child run per trial (``name``, ``params``, ``metrics``, ``failed``); the parent's id.
+
+        The parent is left finished and without params: registration
+        continues it (``register(run_id=...)``) and logs the chosen ones.
+        """
+        try:
+            from mlflow.entities import Metric, Param
+
+            with self._lock():
+                client = self._client()
+                experiment_id = self._experiment_id(client, experiment)
+                parent = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+                now = int(time.time() * 1000)
+                for trial in trials:
+                    child = client.create_run(experiment_id, run_name=trial["name"],
+                                              tags={**tags, "mlflow.parentRunId": parent}).info.run_id
+                    client.log_batch(
+                        child,
+                        metrics=[Metric(k, float(v), now, 0) for k, v in trial["metrics"].items() if math.isfinite(v)],
+                        params=[Param(k, str(v)[:500]) for k, v in _flat(trial["params"]).items()],
+                    )
+                    client.set_terminated(child, "FAILED" if trial.get("failed") else "FINISHED")
+                client.set_terminated(parent, "FINISHED")
+                return str(parent)
+        except Exception as exc:
+            raise TrackingError(f"MLflow at {self.uri} refused the tuning trials: {_first_line(exc)}") from exc
 
     @staticmethod
     def _log_model(mlflow: Any, model: Any, flavor: str, signature: Any, example: Any, code_paths: list[Path],

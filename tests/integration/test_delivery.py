@@ -70,7 +70,7 @@ def project(two_versions: Path) -> Project:
     with store.engine.begin() as conn:
         for table in (schema.deployments, schema.feedback, schema.leases):
             conn.execute(table.delete())
-    shutil.rmtree(log_root(project), ignore_errors=True)
+    shutil.rmtree(log_root(project).full(), ignore_errors=True)
     set_routing(store, single_version("churn", 1), actor="test", reason="reset")
     project.tracking.set_alias("churn", "champion", 1)
     if "challenger" in project.tracking.aliases().get("churn", {}):

@@ -70,6 +70,7 @@ def test_a_gateway_in_this_process_logs_rows_features_and_simulated_time(trained
     clock = ManualClock(START)
     project = Project.open(trained)
     with start_gateway(project, clock=clock) as gateway:
+        replica = gateway.gateway.replica
         single = httpx.post(f"{gateway.url}/invocations", json={"dataframe_records": [ROW]})
         clock.advance(3)  # past midnight: the next request lands in the next day's partition
         rows = [ROW | {"age": 20 + i, "contract": "month-to-month" if i % 2 else "two-year"} for i in range(50)]
@@ -78,8 +79,8 @@ def test_a_gateway_in_this_process_logs_rows_features_and_simulated_time(trained
     # leaving the block stopped the gateway gracefully, which wrote the log out
     root = trained / ".rung" / "requests"
     files = sorted(p.relative_to(root).parent.as_posix() for p in root.rglob("*.parquet"))
-    assert files == ["model=churn/date=2026-03-01", "model=churn/date=2026-03-02"]
-    day_two = pq.read_table(next((root / "model=churn" / "date=2026-03-02").glob("*.parquet")))
+    assert files == [f"replica={replica}/model=churn/date=2026-03-01", f"replica={replica}/model=churn/date=2026-03-02"]
+    day_two = pq.read_table(next((root / f"replica={replica}" / "model=churn" / "date=2026-03-02").glob("*.parquet")))
     assert {f"f_{name}" for name in ROW} <= set(day_two.column_names)
     assert day_two.num_rows == 50 and day_two.column("row").to_pylist() == list(range(50))
 
@@ -92,16 +93,20 @@ def test_a_gateway_in_this_process_logs_rows_features_and_simulated_time(trained
     assert list(frame["prediction"])[1:] == [str(p) for p in predictions]
     assert list(frame["score"])[1:] == pytest.approx(multi.json()["probabilities"])
     assert set(frame["version"]) == {1} and set(frame["variant"]) == {"champion"} and not frame["shadow"].any()
-    assert (frame["latency_ms"] > 0).all() and set(frame["status"]) == {200}
+    assert (frame["latency_ms"] > 0).all() and set(frame["status"]) == {200} and set(frame["replica"]) == {replica}
+    [seen] = frame.attrs["replicas"]
+    assert (seen.replica, seen.rows, seen.newest) == (replica, 51, START + timedelta(seconds=3))
 
 
 def test_a_window_reads_only_the_segments_of_its_days_and_hours(tmp_path: Path) -> None:
     clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
     log = RequestLog(tmp_path, clock=clock)
-    for day in range(40):  # forty old days, each with a segment and an unreadable file
+    for day in range(40):  # forty old days, each with a segment and an unreadable file (in the layout before replicas)
         _one(log, f"old-{day}")
         log.flush()
-        (tmp_path / "model=churn" / f"date={clock.now().date()}" / "000000000000-235959999999-1-x-1.parquet").write_bytes(b"junk")
+        older = tmp_path / "model=churn" / f"date={clock.now().date()}"
+        older.mkdir(parents=True, exist_ok=True)
+        (older / "000000000000-235959999999-1-x-1.parquet").write_bytes(b"junk")
         clock.advance(86400)
     today = clock.now()
     for hour in (0, 6, 12, 18):  # and four segments today
@@ -126,7 +131,7 @@ def test_a_corrupted_or_truncated_segment_is_skipped_and_reported(tmp_path: Path
         _one(log, f"r{i}", rows=5)
         log.flush()
         clock.advance(0.5)
-    first, second, third = sorted((tmp_path / "model=churn" / "date=2026-03-01").glob("*.parquet"))
+    first, second, third = sorted((tmp_path / f"replica={log.replica}" / "model=churn" / "date=2026-03-01").glob("*.parquet"))
     second.write_bytes(second.read_bytes()[: second.stat().st_size // 2])  # truncated
     third.write_bytes(b"PAR1" + b"\x00garbage" * 100 + b"PAR1")  # not Parquet inside
     reader = RequestLogReader(tmp_path)
@@ -240,11 +245,11 @@ def test_the_log_follows_its_settings(tmp_path: Path) -> None:
                                         "max_request_rows: 3}\n")
     project = Project.open(tmp_path)
     made = open_request_log(project, clock=ManualClock())
-    assert made is not None and (made.root, made.capacity, made.flush_s) == (tmp_path / "logs" / "requests", 5, 2.0)
+    assert made is not None and (made.root.local_path(), made.capacity, made.flush_s) == (tmp_path / "logs" / "requests", 5, 2.0)
     assert made.max_request_rows == 3
     assert RequestLog(tmp_path, clock=ManualClock(), capacity=1000).max_request_rows == 250  # default: a quarter
     assert RequestLog(tmp_path, clock=ManualClock(), capacity=10, max_request_rows=50).max_request_rows == 10
-    assert log_root(Project(tmp_path, Settings(name="churn"))) == tmp_path / ".rung" / "requests"
+    assert log_root(Project(tmp_path, Settings(name="churn"))).local_path() == tmp_path / ".rung" / "requests"
     off = Project(tmp_path, Settings.model_validate({"name": "churn", "monitor": {"request_log": {"enabled": False}}}))
     assert open_request_log(off, clock=ManualClock()) is None
 
@@ -260,7 +265,8 @@ def test_one_huge_request_is_dropped_whole_and_counted_and_never_starves_the_res
     _one(log, "late", rows=100)  # 950 + 100 > 1000: the queue is full for it
     assert log.queued == 950
     assert counted == [("too_large", 1000), ("queue_full", 100)]
-    assert log.drops == {"queue_full": 100, "too_large": 1000, "disk_full": 0, "write_error": 0} and log.dropped == 1100
+    assert log.drops == {"queue_full": 100, "too_large": 1000, "disk_full": 0, "write_error": 0, "store_unavailable": 0}
+    assert log.dropped == 1100
     assert log.flush() == 950
     frame = RequestLogReader(tmp_path).window("churn", *EVER)
     assert len(frame) == 950 and (frame["request_id"] == "big").sum() == 250
@@ -366,7 +372,8 @@ def test_a_full_disk_under_load_loses_no_record_without_counting_it_and_logging_
         frame = RequestLogReader(log_dir).window("churn", *EVER, columns=[])
 
     assert len(statuses) == 190 and set(statuses) == {200}  # predictions were answered throughout
-    assert full_drops["disk_full"] > 0 and set(drops) == {"queue_full", "too_large", "disk_full", "write_error"}
+    assert full_drops["disk_full"] > 0
+    assert set(drops) == {"queue_full", "too_large", "disk_full", "write_error", "store_unavailable"}
     assert drops["disk_full"] == full_drops["disk_full"]  # once space was freed, nothing more was lost
     assert len(frame) + sum(drops.values()) == sum(sent.values())  # exact: every record written or counted
     assert frame.attrs["skipped_segments"] == [] and not list(log_dir.rglob("*.tmp"))

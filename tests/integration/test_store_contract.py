@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from rung.delivery.routing import set_routing, single_version
 from rung.errors import LeaseLost, RunNotFound, StaleDeployment, StaleRoute, StoreConflict, StoreError, StoreUnavailable
-from rung.store import Deployment, Fence, MetadataStore, ModelVersionRecord, PipelineRun, TokenRecord
+from rung.store import Deployment, Fence, MetadataStore, ModelVersionRecord, PipelineRun, TokenRecord, route_listener
 from rung.store.records import MonitorWindow, Retrain
 from tests.conftest import postgres_database
 from tests.integration import test_loop_store as loop_contract
@@ -269,6 +269,63 @@ def test_routing_tables_move_by_revision_and_are_listed_with_their_revisions(sto
     assert [e.data for e in store.events(subject="churn", kinds=["routing"])] == [{"revision": 2}]
 
 
+def _beat(store: MetadataStore, replica: str, at: datetime, revisions: dict[str, int], *, pid: int = 10) -> None:
+    store.heartbeat(replica, host="h1", pid=pid, url=f"http://h1:{pid}", started_at=NOW, revisions=revisions, now=at)
+
+
+def test_replicas_heartbeat_into_one_row_each_and_are_listed_by_how_recently_heard(store: MetadataStore) -> None:
+    assert store.replicas() == []
+    _beat(store, "h1-8700", NOW, {"churn": 3})
+    store.heartbeat("h1-8700", host="h1", pid=11, url="http://h1:11", started_at=NOW,  # the same id: its row, updated
+                    revisions={"churn": 4, "accounts": 1}, now=NOW + timedelta(seconds=1))
+    _beat(store, "h2-8700", NOW - timedelta(seconds=30), {"churn": 2})
+    listed = store.replicas()
+    assert [r.id for r in listed] == ["h1-8700", "h2-8700"]
+    first = listed[0]
+    assert (first.pid, first.url, first.revisions) == (11, "http://h1:11", {"churn": 4, "accounts": 1})
+    assert first.started_at == NOW and first.last_seen == NOW + timedelta(seconds=1) and first.last_seen.tzinfo is not None
+    now = NOW + timedelta(seconds=2)
+    assert [r.id for r in store.replicas(active_within_s=5, now=now)] == ["h1-8700"]
+    assert first.age_s(now) == 1.0
+    assert first.lag({"churn": 4, "accounts": 1}, now) is None
+    assert first.lag({"churn": 5, "accounts": 1}, now) == "churn: revision 4 of 5"
+    assert listed[1].lag({"churn": 2, "other": 1}, now) == "not seen for 32 s; other: not served"
+    store.forget_replica("h2-8700")
+    store.forget_replica("never-there")
+    assert [r.id for r in store.replicas()] == ["h1-8700"]
+
+
+def test_a_committed_routing_change_is_announced_on_postgresql_and_a_refused_one_is_not(store: MetadataStore) -> None:
+    """SQLite has no change channel (its gateways poll); PostgreSQL's NOTIFY goes out at commit, not before or without."""
+    listener = route_listener(store, name="rung-listen contract")
+    if store.dialect == "sqlite":
+        assert listener is None
+        return
+    assert listener is not None
+    with pytest.raises(StoreUnavailable, match="not connected"):
+        listener.wait(0.01)
+    listener.connect()
+    try:
+        assert listener.wait(0.05) == []
+        store.set_route("churn", _CHAMPION, [], actor="t", reason=None, time=NOW)
+        assert listener.wait(5) == ["churn:1"]
+        with pytest.raises(StaleRoute):
+            store.set_route("churn", _CHAMPION, [], actor="t", reason=None, time=NOW, expected_revision=0)
+        assert listener.wait(0.3) == []  # rolled back: nothing announced
+        with store.engine.begin() as conn:  # the listener's backend is cut off (a server restart, a proxy's idle timeout)
+            conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE application_name = 'rung-listen contract'")
+        with pytest.raises(StoreUnavailable, match="is unavailable, so rung could not keep listening for routing changes"):
+            for _ in range(20):
+                listener.wait(0.1)
+        assert not listener.connected
+        listener.connect()
+        store.set_route("churn", _CHAMPION, [], actor="t", reason=None, time=NOW)
+        assert listener.wait(5) == ["churn:2"]
+    finally:
+        listener.close()
+
+
 def test_a_released_lease_is_free_for_anyone_but_only_its_holder_releases_it(store: MetadataStore) -> None:
     assert store.acquire_lease("scheduler", "a", now=NOW, ttl_s=60)
     store.release_lease("scheduler", "b")  # not b's to release
@@ -322,15 +379,18 @@ CALLS: dict[str, Callable[[MetadataStore], object]] = {
     "deployment": lambda s: s.deployment("d1"),
     "deployments": lambda s: s.deployments(),
     "events": lambda s: s.events(),
+    "forget_replica": lambda s: s.forget_replica("h1-8700"),
     "feedback_count": lambda s: s.feedback_count(),
     "feedback_values": lambda s: s.feedback_values(["r1"]),
     "get_model_version": lambda s: s.get_model_version("m", 1),
     "get_run": lambda s: s.get_run("r1"),
+    "heartbeat": lambda s: _beat(s, "h1-8700", NOW, {"churn": 1}),
     "list_model_versions": lambda s: s.list_model_versions(),
     "list_runs": lambda s: s.list_runs(),
     "record_step": lambda s: s.record_step("r1", "one", status="running"),
     "release_lease": lambda s: s.release_lease("controller", "a"),
     "renew_lease": lambda s: s.renew_lease("controller", "a", now=NOW, ttl_s=10),
+    "replicas": lambda s: s.replicas(),
     "retrains": lambda s: s.retrains(),
     "revoke_token": lambda s: s.revoke_token("a", NOW),
     "route": lambda s: s.route("churn"),
@@ -427,14 +487,17 @@ CONTRACT: dict[str, tuple[Callable[..., None], ...]] = {
     "dialect": (test_a_routing_write_whose_event_fails_changes_nothing,),
     "events": (test_model_versions_and_events, loop_contract.test_retrainings_and_their_chain_of_events),
     "feedback_count": (loop_contract.test_feedback_is_counted,),
+    "forget_replica": (test_replicas_heartbeat_into_one_row_each_and_are_listed_by_how_recently_heard,),
     "feedback_values": (test_feedback_and_lease,),
     "get_model_version": (test_model_versions_and_events,),
     "get_run": (test_runs_and_steps_round_trip,),
+    "heartbeat": (test_replicas_heartbeat_into_one_row_each_and_are_listed_by_how_recently_heard,),
     "list_model_versions": (test_model_versions_and_events,),
     "list_runs": (test_runs_and_steps_round_trip,),
     "record_step": (test_runs_and_steps_round_trip,),
     "release_lease": (test_a_released_lease_is_free_for_anyone_but_only_its_holder_releases_it,),
     "renew_lease": (test_a_holder_whose_lease_expired_is_refused_in_the_same_transaction,),
+    "replicas": (test_replicas_heartbeat_into_one_row_each_and_are_listed_by_how_recently_heard,),
     "retrains": (loop_contract.test_retrainings_and_their_chain_of_events,),
     "revoke_token": (test_tokens_are_found_by_digest_listed_oldest_first_and_revoked_once,),
     "route": (test_routing_tables_move_by_revision_and_are_listed_with_their_revisions,),

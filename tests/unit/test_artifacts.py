@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 from pathlib import Path
@@ -203,3 +204,148 @@ def test_put_bytes_is_idempotent(store: ArtifactStore) -> None:
     assert store.put_bytes(b"[1]", "json") == ref
     assert store.path(ref).stat().st_mtime_ns == mtime
     assert store.get(ref) == [1]
+
+
+# -- with a remote (a shared folder here; tests/integration/test_artifacts_remote.py: S3) ------------
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    return tmp_path / "shared"
+
+
+def host(tmp_path: Path, remote: Path, name: str) -> ArtifactStore:
+    """One host's store: its own cache, the shared remote."""
+    return ArtifactStore(tmp_path / name / "artifacts", str(remote))
+
+
+def remote_file(remote: Path, ref: str) -> Path:
+    return remote / ref[:2] / ref
+
+
+def test_put_writes_the_cache_and_the_remote(tmp_path: Path, remote: Path) -> None:
+    store = host(tmp_path, remote, "a")
+    ref = store.put(frame())
+    assert store.path(ref).is_file()
+    assert remote_file(remote, ref).read_bytes() == store.path(ref).read_bytes()
+    assert not [p for p in remote.rglob("*") if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_second_host_with_an_empty_cache_gets_from_the_remote_and_caches_it(tmp_path: Path, remote: Path) -> None:
+    ref = host(tmp_path, remote, "a").put(frame())
+    other = host(tmp_path, remote, "b")
+    assert not other.root.exists()
+    assert other.exists(ref)
+    pd.testing.assert_frame_equal(other.get(ref), frame())
+    assert other.path(ref).read_bytes() == remote_file(remote, ref).read_bytes()  # cached: the next get is local
+    remote_file(remote, ref).unlink()
+    pd.testing.assert_frame_equal(other.get(ref), frame())
+
+
+def test_path_fetches_first(tmp_path: Path, remote: Path) -> None:
+    ref = host(tmp_path, remote, "a").put({"rows": 3})
+    path = host(tmp_path, remote, "b").path(ref)
+    assert path == tmp_path / "b" / "artifacts" / ref[:2] / ref and json.loads(path.read_bytes()) == {"rows": 3}
+
+
+def test_an_object_in_the_cache_only_is_uploaded_when_put_again(tmp_path: Path, remote: Path) -> None:
+    ref = ArtifactStore(tmp_path / "a" / "artifacts").put([1, 2])  # written before artifacts.uri was set
+    assert not remote_file(remote, ref).exists()
+    assert host(tmp_path, remote, "a").put([1, 2]) == ref
+    assert remote_file(remote, ref).is_file()
+
+
+def test_an_object_in_the_remote_is_not_written_again(tmp_path: Path, remote: Path) -> None:
+    ref = host(tmp_path, remote, "a").put({"a": 1})
+    mtime = remote_file(remote, ref).stat().st_mtime_ns
+    assert host(tmp_path, remote, "b").put({"a": 1}) == ref
+    assert remote_file(remote, ref).stat().st_mtime_ns == mtime
+
+
+def test_a_tampered_remote_object_is_refused_and_never_cached(tmp_path: Path, remote: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = host(tmp_path, remote, "a").put(Blob(1))
+    remote_file(remote, ref).write_bytes(pickle.dumps(Bomb()))
+    loaded: list[bytes] = []
+    monkeypatch.setattr(pickle, "loads", lambda data, *a, **k: loaded.append(data))
+    other = host(tmp_path, remote, "b")
+    for fetch in (other.get, other.path):
+        with pytest.raises(ArtifactCorrupted, match=f"in {remote} does not match its sha256"):
+            fetch(ref)
+    assert loaded == [] and not (other.root / ref[:2] / ref).exists()
+
+
+def test_an_object_nowhere_names_both_places(tmp_path: Path, remote: Path) -> None:
+    store = host(tmp_path, remote, "a")
+    missing = "ab" * 32 + ".json"
+    assert not store.exists(missing)
+    with pytest.raises(ArtifactCorrupted, match=f"missing from {store.root} and from {remote}"):
+        store.get(missing)
+
+
+def test_without_a_remote_a_missing_object_names_the_setting(store: ArtifactStore) -> None:
+    with pytest.raises(ArtifactCorrupted, match="set artifacts.uri"):
+        store.get("cd" * 32 + ".json")
+
+
+def test_a_reference_that_is_not_one_is_refused(store: ArtifactStore) -> None:
+    assert not store.exists("") and not store.exists("../../etc/passwd")
+    with pytest.raises(ArtifactCorrupted, match="not an artifact reference"):
+        store.get("../../etc/passwd.json")
+
+
+def test_the_store_pickles_with_its_root_and_uri_only(tmp_path: Path, remote: Path) -> None:
+    store = host(tmp_path, remote, "a")
+    ref = store.put({"a": 1})  # the remote is open now
+    copy = pickle.loads(pickle.dumps(store))
+    assert (copy.root, copy.uri) == (store.root, str(remote))
+    assert copy.get(ref) == {"a": 1}
+
+
+def test_an_unwritable_cache_is_skipped_when_the_remote_holds_the_objects(tmp_path: Path, remote: Path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    store = ArtifactStore(blocked / "artifacts", str(remote))  # a Ray node without the driver's folder
+    ref = store.put({"a": 1})
+    assert remote_file(remote, ref).is_file() and store.get(ref) == {"a": 1}
+    with pytest.raises(OSError):
+        ArtifactStore(blocked / "artifacts").put({"a": 1})  # without a remote the cache is the store: its error stands
+
+
+# -- the setting ------------------------------------------------------------------------------
+
+
+def _project(tmp_path: Path, extra: str = "") -> Path:
+    (tmp_path / "rung.yaml").write_text("name: p\n" + extra)
+    return tmp_path
+
+
+def test_artifacts_uri_from_the_file_and_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rung.config import load_settings
+    from rung.project import Project
+
+    root = _project(tmp_path)
+    monkeypatch.delenv("RUNG_ARTIFACTS_URI", raising=False)
+    assert load_settings(root).artifacts.uri is None
+    assert Project(root, load_settings(root)).artifacts.uri is None  # the default: .rung/artifacts only
+    _project(tmp_path, "artifacts:\n  uri: ../shared/artifacts\n")
+    project = Project(root, load_settings(root))
+    assert project.artifacts.uri == str((tmp_path.parent / "shared" / "artifacts").resolve())  # a folder: from the project
+    assert project.artifacts.root == root.resolve() / ".rung" / "artifacts"
+    monkeypatch.setenv("RUNG_ARTIFACTS_URI", "s3://bucket/prefix")
+    assert Project(root, load_settings(root)).artifacts.uri == "s3://bucket/prefix"  # the environment wins
+    monkeypatch.setenv("RUNG_ARTIFACTS_URI", ".rung/artifacts")
+    assert Project(root, load_settings(root)).artifacts.uri is None  # the cache itself is no remote
+
+
+def test_an_artifacts_uri_rung_cannot_open_is_one_line_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rung.config import load_settings
+    from rung.errors import ConfigError
+
+    monkeypatch.delenv("RUNG_ARTIFACTS_URI", raising=False)
+    root = _project(tmp_path, "artifacts:\n  uri: http://example.com/artifacts\n")
+    with pytest.raises(ConfigError, match=r"^rung.yaml: artifacts.uri: .*use a folder, s3://, gs:// or abfs://"):
+        load_settings(root)
+    _project(tmp_path, "artifacts:\n  url: s3://b/a\n")
+    with pytest.raises(ConfigError, match=r"artifacts.url: unknown key"):
+        load_settings(root)

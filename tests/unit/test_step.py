@@ -1,4 +1,4 @@
-"""rung.pipeline.step.step: wiring by parameter names, injection, outputs, code identity."""
+"""rung.pipeline.step.step: wiring by parameter names, injection, outputs, code identity, resources."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rung.pipeline.step import INJECTED, Step, StepContext, step
+from rung.errors import PipelineError
+from rung.pipeline.step import INJECTED, Step, StepContext, StepResources, parse_memory, step
 
 
 @step
@@ -197,3 +198,81 @@ def test_code_hash_depends_on_step_name() -> None:
     first = step(name="stamp_a", outputs="a")(stamp)
     second = step(name="stamp_b", outputs="b")(stamp)
     assert first.code_hash() != second.code_hash()
+
+
+# -- resources ---------------------------------------------------------------------------------
+
+
+def test_resources_default_to_none_and_ask_ray_for_nothing() -> None:
+    assert plain.resources == StepResources()
+    assert plain.resources.ray_options() == {}
+
+
+@step(num_cpus=2, num_gpus=0.5, memory="2GB")
+def heavy(data):
+    return data
+
+
+def test_resources_are_kept_and_become_ray_options() -> None:
+    assert heavy.resources == StepResources(num_cpus=2.0, num_gpus=0.5, memory=2 * 10**9)
+    assert heavy.resources.ray_options() == {"num_cpus": 2.0, "num_gpus": 0.5, "memory": 2 * 10**9}
+    assert heavy.resources.describe() == "2 CPUs, 0.5 GPUs, 2.0 GB"
+    assert pickle.loads(pickle.dumps(heavy)).resources == heavy.resources
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(1024, 1024), (0, 0), ("2GB", 2 * 10**9), ("512MiB", 512 * 2**20), ("1.5 GiB", int(1.5 * 2**30)), ("300kb", 300_000),
+     ("7", 7), ("4G", 4 * 10**9), ("1TiB", 2**40)],
+)
+def test_memory_in_bytes_or_with_a_unit(value, expected) -> None:
+    assert parse_memory(value) == expected
+    assert step(memory=value)(lambda data: data).resources.memory == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [({"num_cpus": -1}, "num_cpus"), ({"num_gpus": -0.5}, "num_gpus"), ({"num_cpus": "four"}, "num_cpus"),
+     ({"num_gpus": True}, "num_gpus"), ({"num_cpus": float("inf")}, "num_cpus"), ({"memory": -1}, "memory"),
+     ({"memory": "2 parsecs"}, "memory"), ({"memory": "-2GB"}, "memory"), ({"memory": "GB"}, "memory"),
+     ({"memory": [2]}, "memory"), ({"memory": float("nan")}, "memory")],
+)
+def test_bad_resources_are_one_error_naming_the_argument(kwargs, argument) -> None:
+    def fit(data):
+        return data
+
+    with pytest.raises(PipelineError) as caught:
+        step(**kwargs)(fit)
+    message = str(caught.value)
+    assert message.startswith(f"step fit: {argument}: "), message
+    assert "\n" not in message
+
+
+def test_the_local_executor_refuses_a_step_this_machine_cannot_run(tmp_path: Path) -> None:
+    """More GPUs or CPUs than the machine has: the step fails at once with one line, and its log says so."""
+    from rung.pipeline.executors import LocalExecutor, StepTask, local_shortfall
+
+    greedy = step(num_gpus=64, num_cpus=4096, name="greedy")(lambda data: data)
+    assert local_shortfall(greedy.resources) is not None
+    assert local_shortfall(StepResources(num_cpus=1)) is None
+    ctx = StepContext(run_id="r1", step="greedy", project_root=tmp_path, params={})
+    log = tmp_path / "greedy.log"
+    executor = LocalExecutor(workers=2)
+    try:
+        outcome = executor.submit(StepTask(greedy, ctx, {}, tmp_path / "artifacts", log)).result(timeout=30)
+    finally:
+        executor.close()
+    assert not outcome.ok and outcome.attempts == 0
+    assert outcome.error is not None and "\n" not in outcome.error
+    assert "asks for 4096 CPUs (this machine has" in outcome.error and "64 GPUs (this machine has" in outcome.error
+    assert outcome.error in log.read_text()
+
+
+def test_gpus_are_counted_from_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rung.pipeline.executors import local_shortfall
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert local_shortfall(StepResources(num_gpus=2)) is None
+    assert local_shortfall(StepResources(num_gpus=3)) == "3 GPUs (this machine has 2)"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert local_shortfall(StepResources(num_gpus=1)) == "1 GPU (this machine has 0)"

@@ -18,6 +18,7 @@ from rung.assess.findings import Evidence, Finding
 from rung.store.records import Deployment, Event, ModelVersionRecord, MonitorWindow, PipelineRun, Retrain
 
 if TYPE_CHECKING:
+    from rung.objectstore import Location
     from rung.project import Project
 
 __all__ = ["RecordFacts", "findings_from_records", "pin_to_commit", "summary", "RECORD_CHECKS"]
@@ -63,7 +64,7 @@ class RecordFacts:
             windows=[w for m in models for w in store.windows(m, limit=limit)],
             retrains=store.retrains(limit=limit),
             feedback=store.feedback_count(),
-            log_segments=sum(1 for _ in root.rglob("*.parquet")) if root.exists() else 0,
+            log_segments=_segments(root),
             settings=project.settings,
             database_url=project.database_url,
             tracking_uri=project.tracking_uri,
@@ -71,6 +72,14 @@ class RecordFacts:
 
     def of(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
+
+
+def _segments(root: Location) -> int:
+    """The request log's segments, every replica's (a folder or an object store); 0 when it cannot be listed."""
+    try:
+        return len(root.list(suffix=".parquet"))
+    except OSError:
+        return 0
 
 
 def _run(r: PipelineRun, detail: str = "") -> Evidence:

@@ -10,8 +10,9 @@ interrupted run leaves no file under the final name. The parts folder is
 removed either way.
 
 Ray starts a local instance unless ``executor.address`` (or
-``RUNG_RAY_ADDRESS``) names a cluster; the input, the parts folder and the
-model's cache must then be on storage every node sees.
+``RUNG_RAY_ADDRESS``) names a cluster, connected to as pipeline steps are
+(:func:`rung.pipeline.cluster.connect_ray`); the input, the parts folder and
+the model's cache must then be on storage every node sees.
 """
 
 from __future__ import annotations
@@ -72,29 +73,20 @@ def score_on_ray(project: Project, model: LoadedModel, source: FileSource, sink:
                  *, on_progress: Callable[[int, int | None], None] | None = None) -> int:
     """Score ``source`` over Ray into ``sink`` (not committed); the number of rows."""
     from rung import errors
-    from rung.optional import require
+    from rung.pipeline.cluster import connect_ray
 
-    ray = require("ray", purpose="rung predict --executor ray")
     parquet = source._parquet()
     source._wanted(parquet.schema_arrow.names)  # a column to keep that is not there: the same error as locally
     metadata = parquet.metadata
     sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
     total = sum(sizes)
-    owns = not ray.is_initialized()
-    if owns:
-        address = project.settings.executor.address
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     ignore_reinit_error=True,
-                     **({} if address else {"num_cpus": max(1, project.settings.executor.workers),
-                                            "object_store_memory": 100 * 1024**2}))
-        except Exception as exc:
-            raise RungError(f"cannot start Ray ({address or 'a local instance'}): {exc}") from exc
+    connection = connect_ray(project.settings.executor.address, purpose="rung predict --executor ray",
+                             local_cpus=max(1, project.settings.executor.workers))
+    ray = connection.ray
     parts_dir = sink.path.parent / f".{sink.path.name}.{uuid.uuid4().hex[:8]}.parts"
-    parts_dir.mkdir()
     try:
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        tasks = _split(sizes, cpus * TASKS_PER_CPU)
+        parts_dir.mkdir()
+        tasks = _split(sizes, connection.cluster_cpus() * TASKS_PER_CPU)
         remote = ray.remote(max_retries=0)(score_row_groups)
         shared = ray.put(model)
         pending: dict[Any, int] = {}
@@ -120,8 +112,7 @@ def score_on_ray(project: Project, model: LoadedModel, source: FileSource, sink:
         return done
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
-        if owns:
-            ray.shutdown()
+        connection.close()
 
 
 def _split(sizes: list[int], tasks: int) -> list[tuple[list[int], int]]:

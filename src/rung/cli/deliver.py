@@ -48,9 +48,10 @@ def deploy(
 
 
 def status(project_dir: Path | None = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """Models, their traffic, and each rollout's step and latest evidence."""
+    """Models, their traffic, each rollout's step and latest evidence, and the gateway replicas with the revision each serves."""
     from rich.table import Table
 
+    from rung.clock import utcnow
     from rung.delivery.rollout import current
     from rung.delivery.routing import RoutingTable
     from rung.serving.control import deployment_dict
@@ -62,9 +63,15 @@ def status(project_dir: Path | None = PROJECT_OPTION, as_json: bool = JSON_OPTIO
     rollouts = {m: current(found) for m, found in by_model.items()}
     tables = {r.model: RoutingTable.from_record(r) for r in project.store.routes()}
     aliases = project.tracking.aliases()
+    now = utcnow()
+    replicas = project.store.replicas(active_within_s=REPLICAS_SHOWN_S, now=now)
+    revisions = {m: t.revision for m, t in tables.items()}
     if as_json:
         print_json([{"model": m, "aliases": aliases.get(m, {}), "routing": tables[m].to_dict() if m in tables else None,
-                     "rollout": deployment_dict(rollouts[m]) if rollouts.get(m) else None}
+                     "rollout": deployment_dict(rollouts[m]) if rollouts.get(m) else None,
+                     "replicas": [{"id": r.id, "url": r.url, "last_seen": r.last_seen.isoformat(),
+                                   "revision": r.revisions.get(m),
+                                   "lagging": r.lag({m: revisions[m]} if m in revisions else {}, now)} for r in replicas]}
                     for m in sorted(set(tables) | set(rollouts))])
         return
     table = Table(title="Status")
@@ -86,6 +93,27 @@ def status(project_dir: Path | None = PROJECT_OPTION, as_json: bool = JSON_OPTIO
         table.add_row(model, named, traffic, f"{d.strategy} v{d.version} vs v{d.baseline}" if d.baseline else f"{d.strategy} v{d.version}",
                       f"{d.state} (step {d.step})" if d.strategy == "canary" and d.active else d.state,
                       f"{decision}: {', '.join(checks)}" if checks else str(decision))
+    console.print(table)
+    _show_replicas(replicas, revisions, now)
+
+
+REPLICAS_SHOWN_S = 3600.0  # `rung status` lists the replicas heard of within this; a clean stop removes a replica at once
+
+
+def _show_replicas(replicas: list[Any], revisions: dict[str, int], now: Any) -> None:
+    """The gateway replicas, the revision each serves per model, and LAGGING on one behind the store or gone quiet."""
+    from rich.table import Table
+
+    if not replicas:
+        console.print("No gateway replicas heard of in the last hour (`rung serve` records itself while it runs).")
+        return
+    table = Table(title="Gateway replicas")
+    for column in ("replica", "url", "last seen", *(f"{m} (rev {r})" for m, r in sorted(revisions.items())), "state"):
+        table.add_column(column)
+    for r in replicas:
+        served = [str(r.revisions.get(m, "-")) for m in sorted(revisions)]
+        lag = r.lag(revisions, now)
+        table.add_row(r.id, r.url, f"{r.age_s(now):.1f} s ago", *served, f"[red]LAGGING[/]: {lag}" if lag else "in step")
     console.print(table)
 
 

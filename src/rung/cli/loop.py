@@ -36,6 +36,7 @@ def monitor(
     from rich.table import Table
 
     from rung.clock import SYSTEM
+    from rung.monitor.logreader import describe_replicas
     from rung.monitor.windows import Monitor
 
     project = open_project(project_dir)
@@ -52,9 +53,9 @@ def monitor(
         return
     table = Table(title=f"Monitoring of {model} (windows of {project.settings.monitor.window_s:g} s)")
     columns = ("window end", "version", "rows", "drift share", "drifted features", "accuracy (live)", "accuracy (est.)",
-               "p99 ms", "errors")
+               "p99 ms", "errors", "replicas")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("window end", "drifted features") else "right")
+        table.add_column(column, justify="left" if column in ("window end", "drifted features", "replicas") else "right")
     for w in windows[-last * 3:]:
         m = w.metrics
         drifted = [f["name"] for f in (w.report.get("drift") or {}).get("features", []) if f.get("drifted")]
@@ -62,7 +63,8 @@ def monitor(
         live_text = f"{live['value']:.3f} [{live['low']:.3f}, {live['high']:.3f}]" if live else "-"
         table.add_row(fmt_time(w.end), str(w.version), str(w.rows), _num(m.get("drift.share")),
                       ", ".join(drifted[:4]) + ("…" if len(drifted) > 4 else "") or "-", live_text,
-                      _num(m.get("estimated.accuracy")), _num(m.get("ops.p99_ms"), 1), _num(m.get("ops.error_rate")))
+                      _num(m.get("estimated.accuracy")), _num(m.get("ops.p99_ms"), 1), _num(m.get("ops.error_rate")),
+                      describe_replicas(w.report.get("replicas") or []))
     console.print(table)
     console.print("[dim]live: from feedback, with a 95% interval; est.: from the scores alone (CBPE), before labels arrive[/]")
 

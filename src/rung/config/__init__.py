@@ -1,7 +1,7 @@
 """The project file ``rung.yaml``, parsed into typed settings.
 
 Precedence, highest first: a CLI flag > the environment (``RUNG_DATABASE_URL``,
-``RUNG_TRACKING_URI``, ``RUNG_EXECUTOR``, ``RUNG_RAY_ADDRESS``, ``RUNG_GRPC_PORT``) > ``rung.yaml``
+``RUNG_TRACKING_URI``, ``RUNG_EXECUTOR``, ``RUNG_RAY_ADDRESS``, ``RUNG_GRPC_PORT``, ``RUNG_REPLICA``) > ``rung.yaml``
 > the defaults written below. Nothing is read at import time: call
 :func:`load_settings`.
 

@@ -2,7 +2,8 @@
 
 Precedence, highest first: a CLI flag (``overrides``) > the environment
 (``RUNG_DATABASE_URL``, ``RUNG_TRACKING_URI``, ``RUNG_EXECUTOR``,
-``RUNG_RAY_ADDRESS``, ``RUNG_GRPC_PORT``) > ``rung.yaml`` > the defaults of the models.
+``RUNG_RAY_ADDRESS``, ``RUNG_GRPC_PORT``, ``RUNG_ARTIFACTS_URI``, ``RUNG_REPLICA``,
+``RUNG_REQUEST_LOG_URI``) > ``rung.yaml`` > the defaults of the models.
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ def _apply_environment(raw: dict[str, Any]) -> dict[str, Any]:
         _set_dotted(raw, "executor", _executor_dict(raw) | {"address": env["RUNG_RAY_ADDRESS"]})
     if env.get("RUNG_GRPC_PORT"):
         _set_dotted(raw, "serve.grpc_port", env["RUNG_GRPC_PORT"])
+    if env.get("RUNG_ARTIFACTS_URI"):
+        _set_dotted(raw, "artifacts.uri", env["RUNG_ARTIFACTS_URI"])
+    if env.get("RUNG_REQUEST_LOG_URI"):  # it replaces rung.yaml's uri, or path (the old name of the setting)
+        _set_dotted(raw, "monitor.request_log.path", None)
+        _set_dotted(raw, "monitor.request_log.uri", env["RUNG_REQUEST_LOG_URI"])
+    if env.get("RUNG_REPLICA"):
+        _set_dotted(raw, "serve.replica", env["RUNG_REPLICA"])
     return raw
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rung.config.alerts import AlertSettings
 from rung.config.certify import CertifySettings
@@ -19,12 +19,14 @@ from rung.config.pipeline import DataSettings, EvaluateSettings, SplitSettings, 
 from rung.config.section import Section
 from rung.config.servers import ServeSettings, UiSettings
 from rung.config.triggers import TriggerSettings
+from rung.config.tune import TrainSection, TuneSettings
 
 __all__ = [
     "ExecutorSettings",
     "StoreSettings",
     "TrackingSettings",
     "RegistrySettings",
+    "ArtifactSettings",
     "Settings",
     "PIPELINE_SECTIONS",
 ]
@@ -49,6 +51,24 @@ class RegistrySettings(Section):
     model_name: str | None = None
 
 
+class ArtifactSettings(Section):
+    """``artifacts.uri``: where step outputs and data snapshots live for every host (``.rung/artifacts`` is then a cache).
+
+    A folder (a shared volume) or ``s3://``, ``gs://``, ``abfs://``; opened by
+    :mod:`rung.objectstore`. Unset: this host's ``.rung/artifacts`` only.
+    """
+
+    uri: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        scheme = value.split("://", 1)[0].lower() if value and "://" in value else ""
+        if scheme and scheme not in ("file", "s3", "gs", "gcs", "abfs", "az"):
+            raise ValueError(f"{value!r}: rung cannot store artifacts there; use a folder, s3://, gs:// or abfs://")
+        return value or None
+
+
 class Settings(Section):
     """Everything rung reads from ``rung.yaml``, with its defaults."""
 
@@ -58,12 +78,13 @@ class Settings(Section):
     data: DataSettings = Field(default_factory=DataSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
-    train: dict[str, Any] = Field(default_factory=dict)
+    train: TrainSection = Field(default_factory=lambda: TrainSection())
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
@@ -88,6 +109,11 @@ class Settings(Section):
     def params(self) -> dict[str, Any]:
         """Training parameters: what the ``train`` step receives as ``params``."""
         return dict(self.train.get("params", {}))
+
+    @property
+    def tune(self) -> TuneSettings | None:
+        """``train.tune``: the hyperparameter search to run before training, if any (:mod:`rung.config.tune`)."""
+        return self.train.get("tune")
 
     @property
     def prepare(self) -> str | None:

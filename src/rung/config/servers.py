@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rung.config.section import Section
 
-__all__ = ["BatchingSettings", "ServeSettings", "UiSettings"]
+__all__ = ["BatchingSettings", "ServeSettings", "UiSettings", "REPLICA_ID"]
+
+# A replica id names a folder (the request log's ``replica=<id>/`` prefix) and a row: a safe path component.
+REPLICA_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
 class BatchingSettings(Section):
@@ -31,7 +35,10 @@ class ServeSettings(Section):
     key_field: str | None = None  # an input column that makes routing sticky when no X-Rung-Key header is sent
     protect_predict: bool = False  # require a viewer token on prediction routes too
     max_body_mb: float = Field(default=16.0, gt=0)
-    refresh_s: float = Field(default=0.1, gt=0, le=60)
+    refresh_s: float = Field(default=0.1, gt=0, le=60)  # the routing poll (PostgreSQL: only while its NOTIFY channel is down)
+    # This gateway's name among the replicas sharing the store (`rung status`, the request log's prefix).
+    # Unset: <hostname>-<port>. RUNG_REPLICA overrides it.
+    replica: str | None = None
     # Threads each predict call may use (OpenMP/BLAS). One is right for a gateway: concurrency
     # comes from batching, and on a small machine multi-threaded predict of a few rows is slower.
     model_threads: int = Field(default=1, ge=1, le=256)
@@ -46,6 +53,14 @@ class ServeSettings(Section):
     # cuda refuses to load them where there is none; the other flavours always predict on the CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
+
+    @field_validator("replica")
+    @classmethod
+    def _replica(cls, value: str | None) -> str | None:
+        if value is not None and (not REPLICA_ID.match(value) or value in (".", "..")):
+            raise ValueError("a replica id (serve.replica or RUNG_REPLICA) is 1 to 100 letters, digits, '.', '_' or '-' "
+                             "and not '.' or '..': it names a folder")
+        return value
 
 
 class UiSettings(Section):

@@ -165,7 +165,11 @@ class Controller:
         rows = self.requests(self.project, deployment.model, since, now)
         candidate, champion = analysis.arms(rows, deployment.version, deployment.baseline,
                                             outcome=deployment.plan["outcome"], shadow=shadow)
-        return candidate, champion, {"since": since.isoformat(), "until": now.isoformat()}
+        window: dict[str, Any] = {"since": since.isoformat(), "until": now.isoformat()}
+        seen = getattr(rows, "replicas", None)  # whose request logs were read: rows each, newest record, late
+        if seen is not None:
+            window["replicas"] = [one.to_dict() for one in seen]
+        return candidate, champion, window
 
     def _canary(self, deployment: Deployment) -> Deployment | None:
         rules = CanarySettings(**deployment.plan["canary"])

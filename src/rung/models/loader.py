@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rung.errors import IntegrityError, RungError, TrackingError
+from rung.errors import ArtifactCorrupted, ArtifactUnavailable, IntegrityError, RungError, TrackingError
 from rung.models.flavours import load_native, read_mlmodel, read_signature
 from rung.models.loaded import LoadedModel
 
@@ -106,12 +106,27 @@ class ModelLoader:
 
 
 def training_inputs(record: ModelVersionRecord, artifacts: ArtifactStore, target: str) -> pd.DataFrame:
-    """The version's training data snapshot without the target: the rows the model was built for."""
+    """The version's training data snapshot without the target: the rows the model was built for.
+
+    The compiled route and the monitoring reference are checked against
+    these rows, so a host that serves a version it did not train (a second
+    gateway replica) needs them too: the artifact store fetches them from
+    ``artifacts.uri``. Without one, :class:`~rung.errors.ArtifactCorrupted`
+    says so and names the setting; :class:`~rung.errors.ArtifactUnavailable`
+    when the remote cannot be reached.
+    """
     snapshot = (record.lineage.get("data") or {}).get("snapshot")
     if not snapshot:
         raise RungError(f"{record.ref}: no data snapshot is recorded in its lineage; re-register it with `rung run`")
     try:
         frame = artifacts.get(snapshot)
-    except RungError as exc:
-        raise RungError(f"{record.ref}: its data snapshot cannot be read: {exc}") from exc
+    except ArtifactCorrupted as exc:
+        if artifacts.uri is None and not artifacts.exists(snapshot):
+            raise ArtifactCorrupted(
+                f"{record.ref}: its training data snapshot {snapshot} is not on this host ({artifacts.root}); set "
+                "artifacts.uri (or RUNG_ARTIFACTS_URI) to the artifact store the training host writes to, "
+                "and this host fetches it") from exc
+        raise ArtifactCorrupted(f"{record.ref}: its data snapshot cannot be read: {exc}") from exc
+    except ArtifactUnavailable as exc:
+        raise ArtifactUnavailable(f"{record.ref}: its data snapshot cannot be fetched: {exc}") from exc
     return frame.drop(columns=[target], errors="ignore")

@@ -1,16 +1,23 @@
 """The gateway's request log: every answer (and shadow answer) as append-only Parquet segments.
 
-Layout, hive-partitioned so that a reader (DuckDB) opens only the model and
-the days it asks for::
+The log lives at ``monitor.request_log.uri``: a folder (by default
+``.rung/requests``) or an object store (``s3://bucket/prefix``, ``gs://``,
+``abfs://``, see :mod:`rung.objectstore`). Each gateway replica writes its
+own prefix, hive-partitioned so that a reader opens only the replicas'
+model and the days it asks for::
 
-    ROOT/model=NAME/date=YYYY-MM-DD/<first>-<last>-<pid>-<writer>-<seq>.parquet
+    ROOT/replica=ID/model=NAME/date=YYYY-MM-DD/<first>-<last>-<pid>-<writer>-<seq>.parquet
 
 ``first`` and ``last`` are the times of day (``HHMMSSffffff``, UTC) of the
 segment's oldest and newest record, so a reader also skips the segments of
-a day that lie outside its window; ``writer`` is random per process, so
-gateways on several hosts (all pid 1 in their containers) can share a
-volume. A segment is written under a hidden temporary name and renamed into
-place: readers never see half a file, and no file is ever changed again.
+a day that lie outside its window; ``writer`` is random per process. The
+replica id is the gateway's (``serve.replica``, else ``<hostname>-<port>``;
+``<hostname>-<pid>`` for a writer given none). A segment is committed whole
+or not at all (:meth:`rung.objectstore.Location.write_table`: a hidden
+temporary name and a rename on a folder, one upload on an object store):
+readers never see half a file, and no file is ever changed again. Logs
+written before replicas had prefixes (``ROOT/model=NAME/...``) are still
+read.
 
 One record per input *row*: request id, row (0-based), time, version,
 variant, shadow, status, latency, prediction (text), score, and the row's
@@ -29,41 +36,52 @@ silently, and serving goes on (see :data:`DROP_REASONS`): the queue is
 bounded in rows (``capacity``), one request may take at most
 ``max_request_rows`` of it (a quarter by default, so one huge request
 cannot starve the ones after it: it is logged whole or not at all), and a
-segment that cannot be written (a full disk) counts its records lost. Each
-drop goes to ``on_drop(reason, records)`` (the gateway's
-``rung_request_log_dropped_total{reason=...}``), and the thread records an
-event (``request_log.dropped``) at most once a minute with the counts. So
-every record is either in a readable segment or counted (short of the
-process being killed: what was queued then, under ``flush_s`` of records,
-is gone). :meth:`RequestLog.stop` writes everything still queued.
+segment that cannot be written to a folder (a full disk) counts its
+records lost. An object store that cannot be reached is expected to come
+back: its segments are *kept* in memory and tried again with a growing
+pause (:data:`RETRY_FIRST_S` doubling to :data:`RETRY_MAX_S`), new records
+joining them meanwhile, as long as the records kept and queued stay within
+``capacity``; past it the oldest kept records are dropped
+(``store_unavailable``). Each drop goes to ``on_drop(reason, records)``
+(the gateway's ``rung_request_log_dropped_total{reason=...}``), and the
+thread records an event (``request_log.dropped``) at most once a minute with
+the counts. So every record is either in a readable segment or counted
+(short of the process being killed: what was queued or kept then is gone).
+:meth:`RequestLog.stop` writes everything still queued, and counts what it
+cannot.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import math
 import os
+import re
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from rung.clock import Clock, utc
+from rung.errors import ConfigError
+from rung.objectstore import Location, open_location
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from numpy.typing import NDArray
 
     from rung.project import Project
     from rung.store import MetadataStore
 
-__all__ = ["RequestLog", "open_request_log", "log_root", "feedback_id", "parse_feedback_id", "partition_dir",
-           "FEATURE_PREFIX", "RECORD_COLUMNS", "DROP_EVENT_EVERY_S", "DROP_REASONS"]
+__all__ = ["RequestLog", "open_request_log", "log_root", "as_location", "default_replica", "feedback_id",
+           "parse_feedback_id", "partition_dir", "FEATURE_PREFIX", "RECORD_COLUMNS", "DROP_EVENT_EVERY_S", "DROP_REASONS",
+           "RETRY_FIRST_S", "RETRY_MAX_S"]
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +89,13 @@ FEATURE_PREFIX = "f_"
 RECORD_COLUMNS = ("request_id", "row", "time", "version", "variant", "shadow", "status", "latency_ms", "prediction", "score")
 DROP_EVENT_EVERY_S = 60.0
 # Why records were dropped: no room in the queue; one request above ``max_request_rows``; a segment that could
-# not be written because the disk (or quota) is full; any other failure to write one.
-DROP_REASONS = ("queue_full", "too_large", "disk_full", "write_error")
+# not be written because the disk (or quota) is full; any other failure to write one; records kept for an object
+# store that stayed unreachable until they no longer fitted in ``capacity`` (or the gateway stopped).
+DROP_REASONS = ("queue_full", "too_large", "disk_full", "write_error", "store_unavailable")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 TIME_OF_DAY = "%H%M%S%f"
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 10.0  # an unreachable store is tried again after these (doubling)
+_REPLICA = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 # What the event loop queues per request: a plain tuple, the cheapest thing to build and append. Its
 # features are tuples too (names, then values per feature), not the request's dict of lists: tuples of
@@ -97,44 +118,91 @@ def parse_feedback_id(value: str) -> tuple[str, int]:
     return value, 0
 
 
-def partition_dir(root: Path, model: str, day: date) -> Path:
-    """Where one model's segments of one day live (the name quoted: DuckDB decodes it back)."""
-    return root / f"model={quote(model, safe='')}" / f"date={day.isoformat()}"
+def partition_dir(replica: str | None, model: str, day: date) -> str:
+    """Where one replica's segments of one model and day live, relative to the log's root.
+
+    The model's name is quoted (DuckDB decodes it back); ``replica`` None is
+    the layout of logs written before replicas had their own prefix.
+    """
+    model_day = f"model={quote(model, safe='')}/date={day.isoformat()}"
+    return model_day if replica is None else f"replica={replica}/{model_day}"
 
 
-def log_root(project: Project) -> Path:
-    """``monitor.request_log.path`` (relative to the project), by default ``.rung/requests``."""
-    configured = project.settings.monitor.request_log.path
+def default_replica() -> str:
+    """``<hostname>-<pid>``: the id of a writer that was given none (a gateway passes its own)."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()) or "localhost"
+    return f"{host[:80]}-{os.getpid()}"
+
+
+def as_location(root: Location | str | os.PathLike[str]) -> Location:
+    """A folder's path or a URI as a :class:`~rung.objectstore.Location`; a location as it is."""
+    return root if isinstance(root, Location) else open_location(root)
+
+
+def log_root(project: Project) -> Location:
+    """``monitor.request_log.uri`` (a folder relative to the project, or an object store), by default ``.rung/requests``.
+
+    :class:`~rung.errors.ConfigError` naming the setting when the URI
+    cannot be opened.
+    """
+    configured = project.settings.monitor.request_log.uri
     if configured is None:
-        return project.state_dir / "requests"
-    path = Path(configured).expanduser()
-    return path if path.is_absolute() else project.root / path
+        return open_location(project.state_dir / "requests")
+    try:
+        return open_location(configured, root=project.root)
+    except ConfigError as exc:
+        raise ConfigError(f"monitor.request_log.uri: {exc}", field="monitor.request_log.uri") from exc
 
 
-def open_request_log(project: Project, *, clock: Clock,
-                     on_drop: Callable[[str, int], None] | None = None) -> RequestLog | None:
-    """The project's request log as configured, not yet started; None when ``enabled: false``."""
+def open_request_log(project: Project, *, clock: Clock, on_drop: Callable[[str, int], None] | None = None,
+                     replica: str | None = None) -> RequestLog | None:
+    """The project's request log as configured, for replica ``replica`` (None: ``<hostname>-<pid>``), not yet started.
+
+    None when ``enabled: false``.
+    """
     settings = project.settings.monitor.request_log
     if not settings.enabled:
         return None
     return RequestLog(log_root(project), clock=clock, capacity=settings.capacity, flush_s=settings.flush_s,
-                      max_request_rows=settings.max_request_rows, on_drop=on_drop, store=project.store)
+                      max_request_rows=settings.max_request_rows, on_drop=on_drop, store=project.store, replica=replica)
+
+
+@dataclass
+class _Kept:
+    """A segment the object store did not take yet: its table, and its name once it was tried (kept for retries)."""
+
+    model: str
+    day: date
+    table: pa.Table
+    first: datetime
+    last: datetime
+    name: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.table.num_rows)
 
 
 class RequestLog:
-    """Writer of the request log; one per gateway process.
+    """Writer of the request log; one per gateway process, under its replica's prefix of ``root``.
 
     ``record`` is called from one thread (the event loop); everything else
     happens in the writer thread, or in the caller's with :meth:`flush`.
     ``on_drop(reason, records)`` is called from either (a Prometheus counter
     is safe there). ``max_request_rows`` (None: a quarter of ``capacity``)
-    is at most ``capacity``.
+    is at most ``capacity``. ``root`` is a :class:`~rung.objectstore.Location`
+    or a folder's path.
     """
 
-    def __init__(self, root: Path, *, clock: Clock, capacity: int = 100_000, flush_s: float = 0.5,
-                 segment_rows: int = 250_000, max_request_rows: int | None = None,
-                 on_drop: Callable[[str, int], None] | None = None, store: MetadataStore | None = None) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Location | str | os.PathLike[str], *, clock: Clock, capacity: int = 100_000,
+                 flush_s: float = 0.5, segment_rows: int = 250_000, max_request_rows: int | None = None,
+                 on_drop: Callable[[str, int], None] | None = None, store: MetadataStore | None = None,
+                 replica: str | None = None) -> None:
+        self.root = as_location(root)
+        self.replica = replica or default_replica()
+        if not _REPLICA.fullmatch(self.replica):
+            raise ConfigError(f"replica {self.replica!r}: a request log's replica id is 1 to 100 letters, digits, '.', "
+                              "'_' or '-'", field="serve.replica")
         self.clock = clock
         self.capacity = capacity
         self.max_request_rows = min(capacity, max_request_rows or max(1, capacity // 4))
@@ -149,13 +217,16 @@ class RequestLog:
         self._queue: deque[tuple[Any, ...]] = deque()
         self._queued_in = 0  # rows appended (event loop only) ...
         self._queued_out = 0  # ... and taken (writer only): no lock needed for the difference
+        self._kept: deque[_Kept] = deque()  # segments an unreachable object store did not take yet, oldest first
+        self._kept_rows = 0
+        self._retry_at = 0.0  # time.monotonic() of the next try of the kept segments
+        self._backoff = 0.0
         self._reported = 0
         self._last_report = -math.inf
         self._error: str | None = None  # the last failure to write a segment, for the drop event
         self._failing: str | None = None  # its reason while writes keep failing: one traceback per streak
         self._writer_id = os.urandom(3).hex()
         self._seq = 0
-        self._dirs: set[Path] = set()
         self._lock = threading.Lock()  # one writer at a time (the thread, or flush() from a caller)
         self._early = max(1, capacity // 2)
         self._wake = threading.Event()
@@ -165,8 +236,9 @@ class RequestLog:
     # -- the event loop's side ---------------------------------------------------------------
 
     def record(self, request_id: str, model: str, version: int, variant: str, *, status: int, latency_s: float,
-               rows: int = 1, predictions: Sequence[Any] | None = None, scores: Sequence[Any] | None = None,
-               features: Mapping[str, Sequence[Any]] | None = None, shadow: bool = False) -> None:
+               rows: int = 1, predictions: Sequence[Any] | NDArray[Any] | None = None,
+               scores: Sequence[Any] | NDArray[Any] | None = None,
+               features: Mapping[str, Sequence[Any] | NDArray[Any]] | None = None, shadow: bool = False) -> None:
         """Queue the records of one request: a tuple append, nothing more.
 
         ``predictions`` and ``scores`` (one per row, e.g. the model's numpy
@@ -201,6 +273,11 @@ class RequestLog:
         return self._queued_in - self._queued_out
 
     @property
+    def kept(self) -> int:
+        """Records in segments an unreachable object store did not take yet (tried again, within ``capacity``)."""
+        return self._kept_rows
+
+    @property
     def dropped(self) -> int:
         """Records dropped so far, for any reason."""
         return sum(self.drops.values())
@@ -215,16 +292,26 @@ class RequestLog:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and write everything still queued (and report drops not yet reported)."""
+        """Stop the thread and write everything still queued or kept; what the store will not take is counted.
+
+        Kept segments get one more try whatever the pause; if the store is
+        still away, they are dropped (``store_unavailable``) and reported.
+        """
         self._stopping = True
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=60)
-        self.flush()
+        with self._lock:
+            self._retry_at = 0.0
+            self._write_queued()
+            self._drop_kept(self._kept_rows)
         self.report_drops(final=True)
 
     def flush(self) -> int:
-        """Write what is queued now, in the caller's thread; the number of records written."""
+        """Write what is queued now (and what was kept, when its pause is over), in the caller's thread.
+
+        Returns the number of records written.
+        """
         with self._lock:
             return self._write_queued()
 
@@ -243,8 +330,8 @@ class RequestLog:
     # -- the writer's side ------------------------------------------------------------------------
 
     def _write_queued(self) -> int:
+        written = self._retry_kept()
         pending = len(self._queue)  # only what is here now: under load the queue never empties
-        written = 0
         while pending:
             batch, rows = [], 0
             while pending and rows < self.segment_rows:
@@ -254,12 +341,14 @@ class RequestLog:
                 rows += item[_ROWS]
             try:
                 written += self._write(batch)
-            finally:  # taken off the queue whatever happened: written or counted lost
+            finally:  # taken off the queue whatever happened: written, kept or counted lost
                 self._queued_out += rows
+        self._trim_kept()
+        self.written += written
         return written
 
     def _write(self, batch: list[tuple[Any, ...]]) -> int:
-        """One segment per model and day of ``batch``; the records written (a failed segment is counted lost)."""
+        """One segment per model and day of ``batch``; the records written (a failed segment is kept or counted lost)."""
         times = [item[_TIME] for item in batch]
         first, last = utc(min(times)), utc(max(times))
         models = {item[_MODEL] for item in batch}
@@ -273,14 +362,109 @@ class RequestLog:
         for (model, day), items in groups.items():
             rows = sum(item[_ROWS] for item in items)
             try:
-                self._segment(model, day, items)
-            except Exception as exc:  # a full disk or an unwritable value: count the loss, keep serving
+                table = _table(items)
+            except Exception as exc:  # a value Arrow cannot hold: nothing to retry
                 self._lost(model, rows, exc)
                 continue
-            self._failing = None
-            written += rows
-        self.written += written
+            segment_times = [item[_TIME] for item in items]
+            segment = _Kept(model, day, table, utc(min(segment_times)), utc(max(segment_times)))
+            if self._kept:  # the store is away: the new records wait with the others, in order
+                self._keep(segment)
+                continue
+            outcome = self._commit(segment)
+            if outcome == "written":
+                written += rows
+            elif outcome == "unreachable":
+                self._keep(segment)
         return written
+
+    def _commit(self, segment: _Kept) -> str:
+        """Write one segment: ``written``, ``unreachable`` (an object store did not answer: keep it) or ``lost`` (counted)."""
+        if segment.name is None:  # named once: a retry writes the same object again, never a second copy
+            self._seq += 1
+            segment.name = (f"{segment.first.strftime(TIME_OF_DAY)}-{segment.last.strftime(TIME_OF_DAY)}-{os.getpid()}-"
+                            f"{self._writer_id}-{self._seq:06d}.parquet")
+        path = f"{partition_dir(self.replica, segment.model, segment.day)}/{segment.name}"
+        try:
+            self.root.write_table(path, segment.table)
+        except OSError as exc:
+            if not self.root.local:
+                self._unreachable(exc)
+                return "unreachable"
+            self._lost(segment.model, segment.rows, exc)
+            return "lost"
+        except Exception as exc:  # an unwritable value: count the loss, keep serving
+            self._lost(segment.model, segment.rows, exc)
+            return "lost"
+        if self._failing == "store_unavailable":
+            log.warning("request log: %s answers again; writing the records kept for it", self.root.uri)
+        self._failing = None
+        self._backoff = 0.0
+        self.segments += 1
+        return "written"
+
+    def _unreachable(self, exc: Exception) -> None:
+        """The object store did not take a segment: log it once per outage, and pause longer before the next try."""
+        self._error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if self._failing != "store_unavailable":
+            log.error("request log: %s cannot be reached (%s); records are kept and tried again, up to "
+                      "monitor.request_log.capacity = %d", self.root.uri, self._error, self.capacity)
+            self._failing = "store_unavailable"
+        self._backoff = min(RETRY_MAX_S, self._backoff * 2 if self._backoff else RETRY_FIRST_S)
+        self._retry_at = time.monotonic() + self._backoff
+
+    def _keep(self, segment: _Kept) -> None:
+        """Add a segment to the kept ones, into the newest of them when it was never tried (fewer uploads later)."""
+        import pyarrow as pa
+
+        newest = self._kept[-1] if self._kept else None
+        if (newest is not None and newest.name is None and (newest.model, newest.day) == (segment.model, segment.day)
+                and newest.rows + segment.rows <= self.segment_rows):
+            try:
+                newest.table = pa.concat_tables([newest.table, segment.table], promote_options="permissive")
+            except (pa.ArrowException, TypeError, ValueError):  # features of other types: a segment of its own
+                pass
+            else:
+                newest.first, newest.last = min(newest.first, segment.first), max(newest.last, segment.last)
+                self._kept_rows += segment.rows
+                return
+        self._kept.append(segment)
+        self._kept_rows += segment.rows
+
+    def _retry_kept(self) -> int:
+        """Write the kept segments, oldest first, once their pause is over; stop at the first the store refuses."""
+        written = 0
+        while self._kept and time.monotonic() >= self._retry_at:
+            segment = self._kept[0]
+            outcome = self._commit(segment)
+            if outcome == "unreachable":
+                break
+            self._kept.popleft()
+            self._kept_rows -= segment.rows
+            if outcome == "written":
+                written += segment.rows
+        return written
+
+    def _trim_kept(self) -> None:
+        """Drop the oldest kept records while the records kept and queued are more than ``capacity``."""
+        excess = self._kept_rows + self.queued - self.capacity
+        if excess > 0 and self._kept:
+            self._drop_kept(excess)
+
+    def _drop_kept(self, records: int) -> None:
+        """Drop ``records`` of the oldest kept records (``store_unavailable``)."""
+        dropped = 0
+        while self._kept and dropped < records:
+            oldest = self._kept[0]
+            take = min(oldest.rows, records - dropped)
+            if take == oldest.rows:
+                self._kept.popleft()
+            else:  # the newer rows of that segment stay (its name, tried already, still covers their times)
+                oldest.table = oldest.table.slice(take)
+            self._kept_rows -= take
+            dropped += take
+        if dropped:
+            self._drop("store_unavailable", dropped)
 
     def _lost(self, model: str, records: int, exc: Exception) -> None:
         """Count the records of a segment that could not be written; the traceback once per streak of failures."""
@@ -291,29 +475,6 @@ class RequestLog:
                       records, model, reason, exc_info=exc)
             self._failing = reason
         self._drop(reason, records)
-
-    def _segment(self, model: str, day: date, items: list[tuple[Any, ...]]) -> None:
-        import pyarrow.parquet as pq
-
-        table = _table(items)
-        times = [item[_TIME] for item in items]
-        first, last = utc(min(times)), utc(max(times))
-        directory = partition_dir(self.root, model, day)
-        self._seq += 1
-        name = f"{first.strftime(TIME_OF_DAY)}-{last.strftime(TIME_OF_DAY)}-{os.getpid()}-{self._writer_id}-{self._seq:06d}.parquet"
-        temporary = directory / f".{name}.tmp"
-        try:
-            if directory not in self._dirs:
-                directory.mkdir(parents=True, exist_ok=True)
-                self._dirs.add(directory)
-            pq.write_table(table, temporary)
-            os.replace(temporary, directory / name)
-        except BaseException:
-            self._dirs.discard(directory)  # it may be gone (a volume cleaned up): made again next time
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
-            raise
-        self.segments += 1
 
     def report_drops(self, *, final: bool = False) -> None:
         """An event with the count of records lost since the last one, at most once a minute (the writer calls it).
@@ -327,10 +488,12 @@ class RequestLog:
             return
         self._last_report = time.monotonic()
         data = {"dropped": unreported, "total": total, **counts, "capacity": self.capacity,
-                "max_request_rows": self.max_request_rows, "error": self._error}
+                "max_request_rows": self.max_request_rows, "error": self._error, "replica": self.replica,
+                "location": self.root.uri, "kept": self._kept_rows}
         causes = ", ".join(f"{reason} {n}" for reason, n in counts.items() if n)
-        log.warning("request log: %d records dropped (%d in all: %s); raise monitor.request_log.capacity or "
-                    "max_request_rows, or check the disk", unreported, total, causes)
+        advice = ("raise monitor.request_log.capacity or max_request_rows, or check the disk" if not counts["store_unavailable"]
+                  else f"{self.root.uri} could not be reached; {self._kept_rows} records are kept for it")
+        log.warning("request log: %d records dropped (%d in all: %s); %s", unreported, total, causes, advice)
         if self.store is None:
             self._reported = total
             return
@@ -340,8 +503,6 @@ class RequestLog:
             self._reported = total
         except Exception:  # the store is away: the count carries over to the next report
             log.exception("request log: could not record the drop event")
-
-
 
 
 def _table(items: list[tuple[Any, ...]]) -> pa.Table:

@@ -121,7 +121,12 @@ class Monitor:
         return observed
 
     def check_window(self, model: str, start: datetime, end: datetime) -> list[MonitorWindow]:
-        """One window of ``model``: a :class:`MonitorWindow` per version that answered in it (stored)."""
+        """One window of ``model``: a :class:`MonitorWindow` per version that answered in it (stored).
+
+        Each window's report names the replicas whose logs were read, with
+        that version's rows from each and each replica's newest record
+        (``report["replicas"]``), so a replica left out is visible.
+        """
         out: list[MonitorWindow] = []
         for version, rows in self._rows(model, start, end, features=None):
             window = self._version_window(model, version, start, end, rows)
@@ -140,7 +145,12 @@ class Monitor:
         ids = [feedback_id(r, int(n)) for r, n in zip(frame["request_id"], frame["row"], strict=False)]
         values = self.project.store.feedback_values(sorted(set(ids)))
         frame = frame.assign(feedback=[values.get(i) for i in ids])
-        return [(int(version), rows) for version, rows in frame.groupby("version")]
+        seen = frame.attrs.get("replicas", [])
+        out = []
+        for version, rows in frame.groupby("version"):
+            rows.attrs["replicas"] = _replicas(rows, seen)
+            out.append((int(version), rows))
+        return out
 
     def _relabel(self, model: str, first: datetime, now: datetime) -> list[MonitorWindow]:
         """Windows before ``first`` whose labels may still be arriving get their live performance again.
@@ -176,7 +186,7 @@ class Monitor:
 
     def _version_window(self, model: str, version: int, start: datetime, end: datetime, rows: pd.DataFrame) -> MonitorWindow:
         metrics: dict[str, float] = {}
-        report: dict[str, Any] = {"rows": len(rows)}
+        report: dict[str, Any] = {"rows": len(rows), "replicas": rows.attrs.get("replicas", [])}
         metrics |= _ops(rows, (end - start).total_seconds())
         if self.resources is not None:
             metrics |= self.resources.summary(start, end)
@@ -322,6 +332,12 @@ def _ops(rows: pd.DataFrame, seconds: float) -> dict[str, float]:
         "ops.p99_ms": float(np.percentile(latency, 99)) if len(latency) else float("nan"),
         "ops.throughput_rps": float(rows["request_id"].nunique() / seconds) if seconds > 0 else float("nan"),
     }
+
+
+def _replicas(rows: pd.DataFrame, seen: list[Any]) -> list[dict[str, Any]]:
+    """Each replica the window read: this version's rows from it, and its newest record (JSON for the report)."""
+    counts = rows["replica"].fillna("").value_counts().to_dict() if "replica" in rows else {}
+    return [one.to_dict() | {"rows": int(counts.get(one.replica, 0))} for one in seen]
 
 
 def _estimates(scores: Any) -> dict[str, float]:

@@ -9,29 +9,37 @@ already running is let finish and recorded. The run's row names this
 process as its owner, so that when it dies without a word (``kill -9``) its
 workers follow it and the next reader records the run as failed
 (:mod:`rung.pipeline.owner`).
+
+A :class:`ParamSearch` (``train.tune``) may choose a step's params before
+it runs: the runner calls it in this process when the step is ready, caches
+its record like a step's outputs, writes it into the run's lineage under
+``tuning``, and gives the chosen params to that step and every step started
+after it. A failed search fails that step.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from rung.errors import StepFailed
+from rung.errors import RungError, StepFailed
 from rung.pipeline.artifacts import ArtifactStore
 from rung.pipeline.dag import Pipeline
-from rung.pipeline.executors import Executor, StepOutcome, StepTask
+from rung.pipeline.executors import Executor, StepOutcome, StepTask, capture_output
 from rung.pipeline.owner import RunOwner
 from rung.pipeline.step import Step, StepContext
 from rung.store import MetadataStore, PipelineRun, StepRun
 
-__all__ = ["Runner", "RunResult", "StepUpdate"]
+__all__ = ["Runner", "RunResult", "StepUpdate", "ParamSearch"]
 
 
 def utcnow() -> datetime:
@@ -55,6 +63,24 @@ class RunResult:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
+class ParamSearch(Protocol):
+    """Chooses one step's params before it runs, from its inputs: a hyperparameter search (:class:`rung.tuning.TuneSearch`).
+
+    ``search`` returns a JSON-able record of what it did whose ``params``
+    are the params to run with; it runs in the runner's process, its prints
+    going to the step's ``<step>.tune.log``. ``fingerprint`` is what the
+    record depends on beyond the step's own cache key.
+    """
+
+    label: str
+
+    def wants(self, step: Step) -> bool: ...
+
+    def fingerprint(self) -> str: ...
+
+    def search(self, step: Step, values: dict[str, Any], ctx: StepContext) -> dict[str, Any]: ...
+
+
 class Runner:
     """Executes pipelines against one metadata store, artifact store and executor."""
 
@@ -68,6 +94,7 @@ class Runner:
         settings: Any = None,
         clock: Callable[[], datetime] = utcnow,
         on_update: Callable[[StepUpdate], None] | None = None,
+        search: ParamSearch | None = None,
     ) -> None:
         self.store = store
         self.artifacts = artifacts
@@ -76,6 +103,7 @@ class Runner:
         self.settings = settings
         self.clock = clock
         self.on_update = on_update or (lambda update: None)
+        self.search = search
         self._settings_json = settings.pipeline_fingerprint() if settings is not None else "{}"
 
     def run(
@@ -98,6 +126,7 @@ class Runner:
         steps or outputs need.
         """
         params = dict(params or {})
+        lineage = dict(lineage or {})
         pinned = dict(pinned or {})
         run_id = uuid.uuid4().hex
         needed = pipeline.ancestors(targets) if targets else set(pipeline.steps)
@@ -112,7 +141,7 @@ class Runner:
                 trigger=trigger,
                 started_at=self.clock(),
                 params=params,
-                lineage=lineage or {},
+                lineage=lineage,
                 steps_total=len(order),
                 reproduces=reproduces,
                 owner_pid=owner.pid,
@@ -134,6 +163,7 @@ class Runner:
         running: dict[Future[StepOutcome], tuple[str, str | None]] = {}
         cache_hits = 0
         failure: StepOutcome | None = None
+        searched = self.search is None
         try:
             while pending or running:
                 if failure is None:
@@ -143,6 +173,14 @@ class Runner:
                             continue
                         pending.remove(name)
                         inputs = {i: available[i] for i in step.inputs}
+                        if not searched and self.search is not None and self.search.wants(step):
+                            searched = True
+                            chosen = self._search(self.search, run_id, step, inputs, params, available, lineage, use_cache)
+                            if isinstance(chosen, StepOutcome):
+                                failure = chosen
+                                self._record(run_id, name, "failed", error=chosen.error, log_path=str(self._tune_log(run_id, step)))
+                                break
+                            params = chosen
                         ctx = self._context(run_id, step, params, available)
                         key = self._cache_key(step, inputs, params, ctx)  # written even when not read
                         hit = self.store.cache_get(key) if key and use_cache else None
@@ -157,7 +195,7 @@ class Runner:
                             run_id, name, status="running", started_at=now, cache_key=key, log_path=str(log_path)
                         )
                         self.on_update(StepUpdate(run_id, name, "running"))
-                        task = StepTask(step, ctx, inputs, self.artifacts.root, log_path)
+                        task = StepTask(step, ctx, inputs, self.artifacts.root, log_path, self.artifacts.uri)
                         running[self.executor.submit(task)] = (name, key)
                 elif pending:
                     for name in pending:
@@ -198,6 +236,8 @@ class Runner:
         summary = self._summary(available)
         if failure is not None:
             log_path = self.project_root / ".rung" / "logs" / run_id / f"{failure.name}.log"
+            if not log_path.exists() and self._tune_log(run_id, pipeline.steps[failure.name]).exists():
+                log_path = self._tune_log(run_id, pipeline.steps[failure.name])
             self.store.update_run(
                 run_id,
                 status="failed",
@@ -213,6 +253,58 @@ class Runner:
             raise error
         self.store.update_run(run_id, status="succeeded", finished_at=self.clock(), cache_hits=cache_hits, **summary)
         return RunResult(run=self.store.get_run(run_id), steps=self.store.steps(run_id), outputs=available)
+
+    def _tune_log(self, run_id: str, step: Step) -> Path:
+        return self.project_root / ".rung" / "logs" / run_id / f"{step.name}.tune.log"
+
+    def _search(
+        self,
+        search: ParamSearch,
+        run_id: str,
+        step: Step,
+        inputs: dict[str, str],
+        params: dict[str, Any],
+        available: dict[str, str],
+        lineage: dict[str, Any],
+        use_cache: bool,
+    ) -> dict[str, Any] | StepOutcome:
+        """The params ``step`` runs with, as ``search`` chooses them (or as it chose them before); a failed outcome if it fails."""
+        ctx = self._context(run_id, step, params, available)
+        base = self._cache_key(step, inputs, params, ctx)
+        key = None
+        if base is not None:
+            material = json.dumps({"step": base, "search": search.fingerprint()}, sort_keys=True)
+            key = hashlib.sha256(material.encode()).hexdigest()
+        self.on_update(StepUpdate(run_id, f"{step.name} ({search.label})", "running"))
+        hit = self.store.cache_get(key) if key and use_cache else None
+        if hit is not None and self.artifacts.exists(hit.get("tuning", "")):
+            record = {**self.artifacts.get(hit["tuning"]), "cached": True}
+        else:
+            log_path = self._tune_log(run_id, step)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            started = time.perf_counter()
+            try:
+                values = {i: self.artifacts.get(ref) for i, ref in inputs.items()}
+                with open(log_path, "a", encoding="utf-8") as log, capture_output(log):
+                    try:
+                        record = dict(search.search(step, values, ctx))
+                    except Exception as exc:
+                        if isinstance(exc, RungError):
+                            print(f"[rung] {exc}", flush=True)
+                        else:
+                            traceback.print_exc()
+                        raise
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, RungError) else f"{type(exc).__name__}: {exc}"
+                return StepOutcome(name=step.name, ok=False, attempts=1, duration_s=time.perf_counter() - started,
+                                   error=f"{search.label} failed: {message}", error_type=type(exc).__name__)
+            record = {**record, "searched_in": run_id, "cached": False}
+            if key:
+                self.store.cache_put(key, f"{step.name}.{search.label}", {"tuning": self.artifacts.put(record)}, run_id,
+                                     self.clock())
+        lineage["tuning"] = record
+        self.store.update_run(run_id, lineage=lineage)
+        return dict(record["params"])
 
     def _record(self, run_id: str, name: str, status: str, **fields: Any) -> None:
         now = self.clock()

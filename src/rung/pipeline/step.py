@@ -12,6 +12,10 @@ pipeline's ``params``; it produces ``model``. Two parameter names are
 injected rather than wired: ``ctx`` (the :class:`StepContext`) and
 ``params``. The decorated object still calls like the function, so unit
 tests of a step need no pipeline.
+
+A step may say what it needs to run, ``@step(num_cpus=4, num_gpus=1,
+memory="8GB")`` (:class:`StepResources`): the Ray executor reserves it on
+the cluster, the local one refuses a step this machine cannot give it.
 """
 
 from __future__ import annotations
@@ -19,15 +23,90 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import math
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-__all__ = ["Step", "step", "StepContext", "INJECTED"]
+from rung.errors import PipelineError
+
+__all__ = ["Step", "step", "StepContext", "StepResources", "INJECTED", "parse_memory"]
 
 INJECTED = frozenset({"ctx", "params"})
+
+# "2GB" is 2 * 1000**3 bytes and "2GiB" 2 * 1024**3, as Kubernetes and Ray's docs count them.
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+                 "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_memory(value: int | float | str, *, where: str = "memory") -> int:
+    """Bytes from ``value``: a number of bytes, or a string such as ``"2GB"``, ``"512MiB"``, ``"1.5 GiB"``.
+
+    Anything else (negative, a unit rung does not know, not a number) is a
+    :class:`~rung.errors.PipelineError` naming ``where``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise PipelineError(f"{where}: {value!r} is not an amount of memory; write bytes or a string like '2GB'")
+    if isinstance(value, str):
+        match = _MEMORY.match(value)
+        unit = match.group(2).lower() if match else ""
+        if match is None or unit not in _MEMORY_UNITS:
+            raise PipelineError(f"{where}: {value!r} is not an amount of memory; write bytes or e.g. '512MB', '2GB', '4GiB'")
+        return int(float(match.group(1)) * _MEMORY_UNITS[unit])
+    if not math.isfinite(value) or value < 0:
+        raise PipelineError(f"{where}: {value!r} must be a number of bytes >= 0")
+    return int(value)
+
+
+def _count(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise PipelineError(f"{where}: {value!r} must be a number >= 0")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class StepResources:
+    """What one run of a step needs: CPUs and GPUs (fractions allowed, as Ray allows them) and memory in bytes.
+
+    ``None`` leaves it to the executor's default (one CPU, no GPU, no
+    memory reserved on Ray). Resources are not part of the cache key: where
+    a step runs does not change what it computes.
+    """
+
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    memory: int | None = None
+
+    @classmethod
+    def of(cls, num_cpus: Any = None, num_gpus: Any = None, memory: Any = None, *, step: str = "step") -> StepResources:
+        """Checked resources; a bad value is a :class:`~rung.errors.PipelineError` naming the argument."""
+        return cls(
+            num_cpus=_count(num_cpus, f"step {step}: num_cpus"),
+            num_gpus=_count(num_gpus, f"step {step}: num_gpus"),
+            memory=None if memory is None else parse_memory(memory, where=f"step {step}: memory"),
+        )
+
+    def ray_options(self) -> dict[str, Any]:
+        """The arguments of Ray's ``.options()`` for what is set."""
+        options = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "memory": self.memory}
+        return {key: value for key, value in options.items() if value is not None}
+
+    def describe(self) -> str:
+        """``2 CPUs, 1 GPU, 2.0 GB``: for messages."""
+        parts = []
+        if self.num_cpus is not None:
+            parts.append(f"{self.num_cpus:g} CPU{'s' if self.num_cpus != 1 else ''}")
+        if self.num_gpus is not None:
+            parts.append(f"{self.num_gpus:g} GPU{'s' if self.num_gpus != 1 else ''}")
+        if self.memory is not None:
+            parts.append(f"{self.memory / 1e9:.1f} GB")
+        return ", ".join(parts) or "nothing in particular"
 
 
 @dataclass(frozen=True)
@@ -68,6 +147,7 @@ class Step:
     cache: bool = True
     fingerprint: Callable[[StepContext], str | None] | None = None
     uses: frozenset[str] = frozenset()
+    resources: StepResources = StepResources()
     _code_hash: str | None = field(default=None, init=False, repr=False)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -114,6 +194,9 @@ def step(
     retry_delay: float = 0.0,
     cache: bool = True,
     fingerprint: Callable[[StepContext], str | None] | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    memory: int | str | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 
@@ -127,6 +210,9 @@ def step(
     retry_delay: float = 0.0,
     cache: bool = True,
     fingerprint: Callable[[StepContext], str | None] | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    memory: int | str | None = None,
 ) -> Step | Callable[[Callable[..., Any]], Step]:
     """Make a function a pipeline step.
 
@@ -137,11 +223,16 @@ def step(
     ``fingerprint(ctx)`` adds outside state to the cache key, e.g. the hash
     of a source file the step reads; returning ``None`` disables the cache
     for that run.
+
+    ``num_cpus``, ``num_gpus`` and ``memory`` (bytes, or ``"2GB"``) are what
+    one run of the step needs (:class:`StepResources`); a negative or
+    unreadable value is a :class:`~rung.errors.PipelineError` naming it.
     """
 
     def wrap(fn: Callable[..., Any]) -> Step:
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        resources = StepResources.of(num_cpus, num_gpus, memory, step=name or fn.__name__)
         params = inspect.signature(fn).parameters
         for pname, param in params.items():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -169,6 +260,7 @@ def step(
             cache=cache,
             fingerprint=fingerprint,
             uses=frozenset(p for p in params if p in INJECTED),
+            resources=resources,
         )
 
     if func is not None:

@@ -65,9 +65,9 @@ OCTET_STREAM = "application/octet-stream"  # an OIP answer with binary outputs, 
 MLFLOW_TYPES = (JSON, CSV)  # what /invocations reads, as `mlflow models serve` does (but Parquet)
 
 
-def create_app(project: Project, *, clock: Clock = SYSTEM) -> Starlette:
-    """The gateway's ASGI app for ``project`` (``rung serve`` runs it under uvicorn); ``app.state.gateway`` is its state."""
-    gateway = Gateway(project, clock=clock)
+def create_app(project: Project, *, clock: Clock = SYSTEM, host: str | None = None, port: int | None = None) -> Starlette:
+    """The gateway's ASGI app for ``project`` (``rung serve`` runs it under uvicorn, on ``host:port``); ``app.state.gateway`` is its state."""
+    gateway = Gateway(project, clock=clock, host=host, port=port)
     pool = gateway.pool
     settings = gateway.settings
 
@@ -228,7 +228,8 @@ def describe_model(gateway: Gateway, name: str, version: int | None) -> dict[str
         "inputs": [{"name": c.name, "datatype": _oip_type(c.type), "shape": [-1]} for c in model.columns],
         "outputs": [{"name": "predict", "datatype": datatype_of(model.classes) if model.classes else "FP64", "shape": [-1]}]
         + ([{"name": "proba", "datatype": "FP64", "shape": [-1]}] if "proba" in model.output_names else []),
-        "parameters": {"routing": table.to_dict(), "compiled": model.compiled is not None, "device": model.device,
+        "parameters": {"routing": table.to_dict(), "compiled": model.compiled is not None,
+                       "not_compiled": runtime.note.removeprefix("not compiled: ") or None, "device": model.device,
                        "not_served": [{"version": g["version"], "reason": g["reason"]} for g in pool.not_served(name)]},
     }
 

@@ -19,6 +19,10 @@ with the app (:func:`rung.serving.app.create_app` serves it).
   lookups and control-API reads run in a few threads of their own
   (``DB_THREADS``), so a slow or locked database delays them, not the
   predictions of versions already loaded.
+* Each gateway is one replica among those sharing the store
+  (:attr:`Gateway.replica`, see :mod:`rung.serving.replica`): it heartbeats
+  the revision it serves per model from a thread of its own, and on
+  PostgreSQL hears routing changes as they commit instead of polling.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from rung.serving.batching import Runtime
 from rung.serving.metrics import GatewayMetrics
 from rung.serving.pool import VersionPool
 from rung.serving.protocols import check_columns, to_jsonable
+from rung.serving.replica import Heartbeat, Replica, RouteWatcher, replica_id
 from rung.serving.stats import Stats
 
 if TYPE_CHECKING:
@@ -99,14 +104,18 @@ class Gateway:
 
     ``clock`` stamps the request log (and feedback): an in-process gateway
     under a manual clock logs simulated time, so the demo and tests judge
-    rollouts over hours that take seconds.
+    rollouts over hours that take seconds. ``host`` and ``port`` are where
+    it listens (default ``serve.host`` and ``serve.port``): they name the
+    replica (``serve.replica`` unset) and give its URL in the registry.
     """
 
-    def __init__(self, project: Project, *, clock: Clock = SYSTEM) -> None:
+    def __init__(self, project: Project, *, clock: Clock = SYSTEM, host: str | None = None, port: int | None = None) -> None:
         self.project = project
         self.clock = clock
         self.settings = project.settings.serve
         self.store = project.store
+        self.host, self.port = host or self.settings.host, port or self.settings.port
+        self.replica = replica_id(self.settings.replica, self.port)  # this gateway's name among the replicas
         self.metrics = GatewayMetrics()
         self.ready = False
         self.draining = False
@@ -117,18 +126,47 @@ class Gateway:
         self._db = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="rung-db")
         self.stats = Stats()  # per version, Triton's statistics extension (rung.serving.stats)
         self.pool = VersionPool(project, self.metrics, self.db, self.stats)
-        self.requests = open_request_log(project, clock=clock, on_drop=self.metrics.request_log_dropped)  # None: off
+        self.requests = open_request_log(project, clock=clock, on_drop=self.metrics.request_log_dropped,
+                                         replica=self.replica)  # None: off
         self._extras: dict[str, set[str]] = {}  # model -> the names of columns it does not take that the log keeps
+        self._heartbeat: Heartbeat | None = None
+        self._watcher: RouteWatcher | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Load what the routing tables name, then serve: readiness, the refresh loop, the heartbeat.
+
+        The change channel is heard from before the first refresh, so a
+        change committed while the versions load is not missed.
+        """
+        loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.pool.ensure_default_route)
-        await self.pool.refresh()
+        self._watcher = RouteWatcher.create(self.store, lambda: _on_loop(loop, self.pool.wake),
+                                            lambda up: _on_loop(loop, self._listening, up),
+                                            name=f"rung-listen {self.replica}")
+        if self._watcher is not None:
+            self._watcher.start()
+        try:
+            await self.pool.refresh(wait=True)
+        except BaseException:
+            if self._watcher is not None:
+                await asyncio.to_thread(self._watcher.stop)
+            raise
         if self.requests is not None:
             self.requests.start()
+        self._heartbeat = Heartbeat(self.store, Replica.here(self.replica, self.host, self.port), lambda: self.pool.applied)
+        self.pool.on_applied = self._heartbeat.soon
+        self._heartbeat.start()
         self.ready = True
         self._tasks = [asyncio.create_task(self.pool.refresh_forever()), asyncio.create_task(self.pool.watch_workers())]
+
+    def _listening(self, up: bool) -> None:
+        """The change channel came or went (on the event loop): the poll slows down, or speeds up at once."""
+        self.pool.listening = up
+        self.metrics.routing_listening.set(1 if up else 0)
+        if not up:
+            self.pool.wake()
 
     async def stop(self) -> None:
         self.ready = False
@@ -136,6 +174,9 @@ class Gateway:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for service in (self._watcher, self._heartbeat):  # the heartbeat's last word removes this replica's row
+            if service is not None:
+                await asyncio.to_thread(service.stop)
         self.pool.close()
         if self.requests is not None:
             await asyncio.to_thread(self.requests.stop)  # write what is queued
@@ -277,6 +318,12 @@ class Gateway:
         if isinstance(hit[1], AuthError):
             raise type(hit[1])(str(hit[1]))  # a new one each time: a raised error keeps its traceback
         return hit[1]
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, call: Callable[..., None], *args: Any) -> None:
+    """``call(*args)`` on ``loop`` from another thread; nothing once the loop is closed (the gateway stopped)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(call, *args)
 
 
 def _check_outputs(names: tuple[str, ...], model: LoadedModel) -> None:

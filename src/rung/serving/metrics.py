@@ -1,7 +1,10 @@
 """The gateway's Prometheus metrics (``GET /metrics``).
 
 Requests by model, version, variant, protocol and status; latency
-histograms; requests in flight; batch sizes; shadow outcomes; request-log
+histograms; requests in flight; batch sizes; shadow outcomes; the routing
+revision in effect per model and whether the store's change channel is
+heard (``rung_routing_listening``: PostgreSQL's NOTIFY; 0 while this replica
+polls instead); request-log
 records dropped by reason (``rung_request_log_dropped_total{reason=...}``:
 the name it had before it had reasons, so a ``sum()`` over it is still the
 total); process CPU and memory; GPU utilisation and memory when NVIDIA's
@@ -46,6 +49,9 @@ class GatewayMetrics:
         )
         self.errors = Counter("rung_request_errors", "Rejected requests by status", ["status"], registry=self.registry)
         self.routing_revision = Gauge("rung_routing_revision", "Routing table revision in effect", ["model"], registry=self.registry)
+        self.routing_listening = Gauge("rung_routing_listening",
+                                       "1 while this gateway hears routing changes from the store as they commit "
+                                       "(PostgreSQL LISTEN/NOTIFY); 0 while it polls", registry=self.registry)
         self.loaded = Gauge("rung_model_loaded", "Versions loaded, with their flavour and the device they predict on (serve.device)",
                             ["model", "version", "flavor", "device"], registry=self.registry)
         self.worker_restarts = Counter("rung_model_worker_restarts", "Model worker processes started again after one died",

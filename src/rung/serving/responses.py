@@ -60,6 +60,7 @@ STATUSES: dict[type[e.RungError], Status] = {
     e.ReproductionMismatch: Status(409, "FAILED_PRECONDITION"),
     e.IntegrityError: Status(409, "FAILED_PRECONDITION"),
     e.ArtifactCorrupted: Status(409, "FAILED_PRECONDITION"),
+    e.ArtifactUnavailable: Status(503, "UNAVAILABLE"),
     e.RequestInvalid: Status(400, "INVALID_ARGUMENT"),
     e.InputError: Status(422, "INVALID_ARGUMENT"),
     e.BodyTooLarge: Status(413, "RESOURCE_EXHAUSTED"),

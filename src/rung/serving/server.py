@@ -54,11 +54,12 @@ def run_gateway(project: Project, *, host: str | None = None, port: int | None =
     # The event loop and the prediction threads share the GIL; a shorter switch interval
     # lets the loop answer, route and parse while a long predict runs.
     sys.setswitchinterval(0.001)
-    app = create_app(project)
+    host, port = host or settings.host, port or settings.port
+    app = create_app(project, host=host, port=port)
     config = uvicorn.Config(
         app,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host,
+        port=port,
         loop=_LOOP,
         http=_HTTP,
         access_log=False,
@@ -181,12 +182,16 @@ def start_gateway(project: Project, *, host: str = "127.0.0.1", port: int = 0, g
 
     from rung.serving.app import create_app
 
-    app = create_app(project, clock=clock)
-    gateway = app.state.gateway
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
     bound = listener.getsockname()[1]
+    try:
+        app = create_app(project, clock=clock, host=host, port=bound)  # the port bound names the replica
+    except BaseException:
+        listener.close()
+        raise
+    gateway = app.state.gateway
     config = uvicorn.Config(app, host=host, loop=_LOOP, http=_HTTP, access_log=False, log_level="warning",
                             timeout_graceful_shutdown=math.ceil(graceful_s), lifespan="on")
     grpc_port = project.settings.serve.grpc_port if grpc_port is None else grpc_port

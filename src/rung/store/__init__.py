@@ -1,7 +1,8 @@
-"""rung's metadata store: runs, steps, cache, model versions, events, rollouts, routes, tokens, leases and the loop's records."""
+"""rung's metadata store: runs, steps, cache, model versions, events, rollouts, routes, tokens, leases, the loop's records, replicas."""
 
 from __future__ import annotations
 
+from rung.store.delivery import RouteListener, route_listener
 from rung.store.engine import normalise_url
 from rung.store.metadata import MetadataStore
 from rung.store.records import (
@@ -14,5 +15,7 @@ from rung.store.records import (
     StepRun,
     TokenRecord,
 )
+from rung.store.replicas import ReplicaRecord
 
-__all__ = ["MetadataStore", "normalise_url", "PipelineRun", "StepRun", "ModelVersionRecord", "Event", "RouteRecord", "TokenRecord", "Deployment", "Fence"]
+__all__ = ["MetadataStore", "normalise_url", "PipelineRun", "StepRun", "ModelVersionRecord", "Event", "RouteRecord", "TokenRecord", "Deployment", "Fence",
+           "ReplicaRecord", "RouteListener", "route_listener"]

@@ -1,7 +1,15 @@
-"""Delivery's records: rollouts (deployments) and routing tables, each moved by compare-and-set with its event."""
+"""Delivery's records: rollouts (deployments) and routing tables, each moved by compare-and-set with its event.
+
+On PostgreSQL a routing write also announces itself: ``NOTIFY rung_routes``
+in the same transaction, delivered by the server when (and only if) it
+commits. A gateway's :class:`RouteListener` hears it on a connection of its
+own and refreshes at once instead of waiting for its next poll; SQLite has
+no such channel, and its gateways poll the revisions (one small query).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from datetime import datetime
@@ -11,14 +19,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from rung.clock import utc
-from rung.errors import StaleDeployment, StaleRoute, StoreConflict
+from rung.errors import StaleDeployment, StaleRoute, StoreConflict, StoreUnavailable
 from rung.store import schema
 from rung.store.engine import StoreBase, values_of
 from rung.store.events import insert_event
 from rung.store.leases import check_fence
 from rung.store.records import ACTIVE_STATES, Deployment, Fence, RouteRecord
 
-__all__ = ["DeliveryRecords"]
+__all__ = ["DeliveryRecords", "RouteListener", "route_listener", "ROUTES_CHANNEL"]
+
+ROUTES_CHANNEL = "rung_routes"  # PostgreSQL's notification channel of committed routing changes; payload ``model:revision``
 
 
 class DeliveryRecords(StoreBase):
@@ -92,6 +102,8 @@ class DeliveryRecords(StoreBase):
             record = RouteRecord(model=model, **values)
             if event is not None:
                 insert_event(conn, event(record), lease)
+            if conn.dialect.name == "postgresql":  # sent at commit, never for a write rolled back
+                conn.execute(sa.select(sa.func.pg_notify(ROUTES_CHANNEL, f"{model}:{record.revision}")))
             return record
 
         action = f"write the routing table of {model}"
@@ -175,6 +187,80 @@ class DeliveryRecords(StoreBase):
             query = query.where(table.c.state.in_(ACTIVE_STATES))
         with self._read("list rollouts") as conn:
             return [_deployment(row) for row in conn.execute(query)]
+
+
+class RouteListener:
+    """Routing changes as PostgreSQL announces them at commit (``LISTEN rung_routes``), on a connection of its own.
+
+    Not pooled: the connection waits for notifications for as long as the
+    gateway lives. :meth:`wait` raises :class:`~rung.errors.StoreUnavailable`
+    when the connection drops (the server restarted, the backend was
+    terminated); the caller falls back to polling and calls :meth:`connect`
+    again. A change committed while no connection listened is not announced
+    later, so a caller refreshes once after each (re)connection.
+    """
+
+    def __init__(self, store: StoreBase, *, name: str = "rung-listen") -> None:
+        self._store = store
+        self._name = name[:63]  # PostgreSQL's limit for application_name
+        self._conn: Any = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def connect(self) -> None:
+        """Open the connection and LISTEN; :class:`~rung.errors.StoreUnavailable` if the server is out of reach."""
+        import psycopg
+
+        self.close()
+        engine = self._store.engine
+        args, params = engine.dialect.create_connect_args(engine.url)
+        params = {**params, "autocommit": True, "application_name": self._name, "connect_timeout": 5,
+                  # a peer that vanished without a word (a cut network) is noticed within about 10 s
+                  "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+        try:
+            conn = psycopg.connect(*args, **params)
+            conn.execute(f"LISTEN {ROUTES_CHANNEL}")
+        except psycopg.Error as exc:
+            raise self._unavailable("listen for routing changes", exc) from exc
+        self._conn = conn
+
+    def wait(self, timeout_s: float) -> list[str]:
+        """The announcements (``model:revision``) that arrive within ``timeout_s``: as soon as the first one does.
+
+        An empty list after a quiet ``timeout_s``, once the connection has
+        answered a ping (a dead one is found out here, not at the next change).
+        """
+        import psycopg
+
+        if self._conn is None:
+            raise StoreUnavailable("the routing listener is not connected; call connect() first")
+        try:
+            heard = [n.payload for n in self._conn.notifies(timeout=timeout_s, stop_after=1)]
+            if heard:
+                heard += [n.payload for n in self._conn.notifies(timeout=0.001)]
+            else:
+                self._conn.execute("SELECT 1")
+            return heard
+        except psycopg.Error as exc:
+            self.close()
+            raise self._unavailable("keep listening for routing changes", exc) from exc
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a connection already broken has nothing left to close
+                conn.close()
+
+    def _unavailable(self, action: str, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"the metadata store {self._store._safe_url()} is unavailable, so rung could not {action}: "
+                                f"{str(exc).strip() or type(exc).__name__}")
+
+
+def route_listener(store: StoreBase, *, name: str = "rung-listen") -> RouteListener | None:
+    """A :class:`RouteListener` on ``store``'s database where it announces changes (PostgreSQL); ``None`` elsewhere."""
+    return RouteListener(store, name=name) if store.dialect == "postgresql" else None
 
 
 def _route(row: Any) -> RouteRecord:

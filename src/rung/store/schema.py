@@ -27,9 +27,9 @@ from rung.store.records import ACTIVE_STATES
 
 __all__ = ["metadata", "pipeline_runs", "step_runs", "cache_entries", "model_versions", "events", "routes", "api_tokens",
            "deployments", "feedback", "leases", "monitor_windows", "loop_state", "retrains", "assessments",
-           "HEAD"]
+           "replicas", "HEAD"]
 
-HEAD = "0006"
+HEAD = "0007"
 
 metadata = MetaData()
 
@@ -253,4 +253,19 @@ assessments = Table(
     Column("levels", JSON, nullable=False),
     Column("result", JSON, nullable=False),
     Index("ix_assessments_target_time", "target", "time"),
+)
+
+# The gateway replicas sharing this store, each heartbeating about once a second:
+# where it listens and the routing revision it serves per model (``{model: revision}``),
+# so that `rung status` shows a replica that lags behind the routing tables or went quiet.
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("url", String(1000), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("revisions", JSON, nullable=False),
 )
