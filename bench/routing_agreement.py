@@ -36,7 +36,7 @@ from pathlib import Path
 
 from _common import console, rung_executable, table, trained_project
 from gateway import ROW, free_port, start, stop, wait_ready
-from routing_changes import TABLES, Client, http_request
+from routing_changes import TABLES, Client, effect_delays, http_request
 
 ADMIN_URL = os.environ.get("RUNG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -100,15 +100,6 @@ async def run(ports: list[int], token: str, rate: float, changes: int
         for client in [*clients.values(), *controls.values()]:
             await client.close()
     return answers, committed, failures
-
-
-def effect_delays(answers: list[tuple[float, int]], committed: list[tuple[float, int]]) -> list[float]:
-    """Per change: from just before its write to the last request sent after that which still got an older table."""
-    delays = []
-    for at, revision in committed:
-        stale = [sent for sent, seen in answers if sent >= at and seen < revision]
-        delays.append(max(stale, default=at) - at)
-    return delays
 
 
 def swap_lag(port: int) -> tuple[float, float]:

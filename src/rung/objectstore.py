@@ -105,17 +105,11 @@ class Location:
         a temporary file).
         """
         if self.local:
-            target = Path(self.full(path))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            try:
+            def into(temporary: Path) -> None:
                 with open(temporary, "wb") as stream:
                     produce(stream)
-                os.replace(temporary, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    temporary.unlink(missing_ok=True)
-                raise
+
+            self._publish(path, into)
             return
         # Staged first, uploaded only once ``produce`` has succeeded: pyarrow's output streams cannot be
         # aborted, and closing one (or dropping it) would publish a half-written object.
@@ -124,6 +118,19 @@ class Location:
             staged.seek(0)
             with self.filesystem.open_output_stream(self.full(path)) as stream:
                 shutil.copyfileobj(staged, stream, _COPY_BYTES)
+
+    def _publish(self, path: str, write_temporary: Callable[[Path], None]) -> None:
+        """On a folder: ``write_temporary`` fills a hidden file beside ``path``, which is then renamed into place."""
+        target = Path(self.full(path))
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_temporary(temporary)
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            raise
 
     def write_bytes(self, path: str, data: bytes) -> None:
         self.write(path, lambda stream: stream.write(data))
@@ -140,16 +147,7 @@ class Location:
         import pyarrow.parquet as pq
 
         if self.local:
-            target = Path(self.full(path))
-            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                pq.write_table(table, str(temporary))
-                os.replace(temporary, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    temporary.unlink(missing_ok=True)
-                raise
+            self._publish(path, lambda temporary: pq.write_table(table, str(temporary)))
             return
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)

@@ -273,6 +273,32 @@ def test_two_replicas_on_sqlite_poll_and_apply_each_change_within_a_second(proje
 
 
 
+def test_a_deploy_loads_its_candidate_on_every_replica_so_its_first_step_reaches_them_within_a_second(
+        project_dir: Path) -> None:
+    _two_versions(project_dir, {})
+    with open(project_dir / "rung.yaml", "a") as config:
+        config.write("\ndeploy:\n  strategy: canary\n  canary: {steps: [30, 100], window_s: 60}\n")
+    project = Project.open(project_dir)
+    set_routing(project.store, RoutingTable.build("churn", [{"name": "champion", "version": 1, "weight": 1}]), actor="test")
+    with _gateways(project_dir, {}, 2) as (urls, _), Traffic(urls) as traffic:
+        first = project.store.route("churn").revision
+        wait_until(lambda: sorted(_heard(project).values()) == [(first, None)] * 2, timeout=10,
+                   message="both replicas at the champion's table")
+        deployed = rung_cli("deploy", "churn:2", "--force", cwd=project_dir)
+        returned = time.monotonic()
+        assert deployed.returncode == 0, deployed.stderr
+        route = project.store.route("churn")
+        assert {v["version"]: v["weight"] for v in route.variants}[2] == 30, route.variants  # the first step
+        # churn:2 was loaded on both before the step was written: the step itself is a swap, on both at once
+        lags = [traffic.applied(url, route.revision, returned) for url in urls]
+        assert max(lags) <= WITHIN_S, lags
+        staged = [e for e in project.store.events("churn", kinds=["routing"])
+                  if "loading churn:2 on every replica" in str(e.data.get("reason"))]
+        assert len(staged) == 1, [e.data for e in project.store.events("churn", kinds=["routing"])]
+    assert traffic.failures == []
+    print(f"first canary step after loading on both replicas: max {max(lags) * 1000:.0f} ms")
+
+
 def test_a_replica_is_named_by_its_host_and_port_unless_named_and_a_bad_name_is_one_clear_error(project_dir: Path) -> None:
     from rung.serving.gateway import Gateway
     from rung.serving.replica import _hostname

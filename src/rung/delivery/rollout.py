@@ -2,7 +2,11 @@
 
 A deploy writes one row (and its event), then applies the routing its
 first step implies (:func:`apply_routing`), so a canary gets its traffic
-at once rather than at the controller's next pass. Everything after is
+at once rather than at the controller's next pass. With gateway replicas
+alive (the store's registry), the candidate is first routed at weight 0
+and the deploy waits, bounded, until every live replica has loaded it
+(:func:`stage_candidate`): its first step then reaches every replica at
+once, instead of each one as its own load finishes. Everything after is
 the controller's: it turns rows into routing tables and registry aliases
 (:func:`desired_routing`, :func:`desired_aliases`), so a crash between
 any two writes leaves nothing a later pass cannot finish.
@@ -12,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -28,7 +34,11 @@ __all__ = ["STRATEGIES", "current", "deploy", "rollback", "approve", "move", "ap
            "desired_aliases",
            "certification", "weight"]
 
+log = logging.getLogger(__name__)
+
 STRATEGIES = ("direct", "canary", "ab", "shadow")
+STAGE_WAIT_S = 30.0  # how long a deploy waits for the live replicas to load its candidate before going on
+LIVE_S = 5.0  # a replica heard of this recently is alive (it heartbeats every second)
 ALIASES = "rollout:aliases"  # loop state: {model: {"deployment": id, "aliases": {...}}}, as last set in the registry
 
 
@@ -75,6 +85,8 @@ def deploy(project: Project, ref: str, *, strategy: str | None = None, force: bo
     requested = strategy
     if champion is None:
         strategy = "direct"
+    elif strategy != "shadow":  # a shadow's answers never wait: it loads wherever it is routed
+        stage_candidate(project, record.name, record.version, actor=actor)
     now = clock.now()
     plan = _plan(project, strategy) | ({"chain": chain} if chain else {})
     deployment = Deployment(
@@ -136,6 +148,46 @@ def move(project: Project, deployment: Deployment, changes: dict[str, Any], *, a
     event = {"kind": "rollout", "actor": actor, "subject": deployment.model, "time": now, "data": data,
              "chain": deployment.plan.get("chain")}
     return project.store.transition(deployment.id, deployment.revision, changes, event, fence=fence)
+
+
+def stage_candidate(project: Project, model: str, version: int, *, actor: str, wait_s: float = STAGE_WAIT_S) -> bool:
+    """Route ``version`` at weight 0 beside what serves, then wait until every live replica serves that table.
+
+    A replica loads (and warms) a version before it swaps in a table that
+    names it, so a step that gives a new version traffic reaches each
+    replica only when its own load is done (seconds apart). Loading first at
+    weight 0 makes the step that follows a swap of loaded versions, which
+    every replica applies within a second. Nothing happens without live
+    replicas, or when the version is in the table already. After ``wait_s``
+    the deploy goes on, with a warning naming the replicas still behind (they
+    serve their previous table meanwhile, and `rung status` marks them).
+    True when every live replica caught up.
+    """
+    from rung.delivery.routing import RoutingTable, set_routing
+
+    stored = project.store.route(model)
+    if stored is None or version in {v["version"] for v in [*stored.variants, *stored.shadows]}:
+        return True
+    if not project.store.replicas(active_within_s=LIVE_S):
+        return True
+    taken = {v["name"] for v in [*stored.variants, *stored.shadows]}
+    name = "candidate" if "candidate" not in taken else f"v{version}"
+    table = RoutingTable.build(model, [*stored.variants, {"name": name, "version": version, "weight": 0.0}], stored.shadows)
+    try:
+        revision = set_routing(project.store, table, actor=actor, expected_revision=stored.revision,
+                               reason=f"loading {model}:{version} on every replica before it takes traffic").revision
+    except StaleRoute:
+        return False  # someone changed the table meanwhile: the deploy goes on without staging
+    deadline = time.monotonic() + wait_s
+    while True:
+        behind = [r.id for r in project.store.replicas(active_within_s=LIVE_S) if r.revisions.get(model, 0) < revision]
+        if not behind:
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("%s:%s is not loaded on %s after %g s; deploying anyway (they serve their previous table until "
+                        "it is)", model, version, ", ".join(behind), wait_s)
+            return False
+        time.sleep(0.1)
 
 
 def apply_routing(project: Project, deployment: Deployment, *, actor: str, now: datetime, fence: Fence | None = None) -> bool:
