@@ -29,7 +29,10 @@ in a request id the gateway accepts, so the two never collide.
 
 Why this shape: the gateway's event loop only appends one tuple per request
 (:meth:`RequestLog.record`); a background thread turns what accumulated
-into Arrow columns and writes a segment every ``flush_s``.
+into Arrow columns (:mod:`rung.monitor.records`, the tuple's layout and
+the columns) and writes a segment every ``flush_s``. This module is the
+writer: the queue, the segments' names and commits, the drops and the
+retries of an object store that went away.
 
 A record the log cannot keep is dropped and counted by reason, never
 silently, and serving goes on (see :data:`DROP_REASONS`): the queue is
@@ -70,6 +73,7 @@ from urllib.parse import quote
 
 from rung.clock import Clock, utc
 from rung.errors import ConfigError
+from rung.monitor.records import MODEL, ROWS, TIME, records_table
 from rung.objectstore import Location, open_location
 
 if TYPE_CHECKING:
@@ -80,13 +84,11 @@ if TYPE_CHECKING:
     from rung.store import MetadataStore
 
 __all__ = ["RequestLog", "open_request_log", "log_root", "as_location", "default_replica", "feedback_id",
-           "parse_feedback_id", "partition_dir", "FEATURE_PREFIX", "RECORD_COLUMNS", "DROP_EVENT_EVERY_S", "DROP_REASONS",
+           "parse_feedback_id", "partition_dir", "DROP_EVENT_EVERY_S", "DROP_REASONS",
            "RETRY_FIRST_S", "RETRY_MAX_S"]
 
 log = logging.getLogger(__name__)
 
-FEATURE_PREFIX = "f_"
-RECORD_COLUMNS = ("request_id", "row", "time", "version", "variant", "shadow", "status", "latency_ms", "prediction", "score")
 DROP_EVENT_EVERY_S = 60.0
 # Why records were dropped: no room in the queue; one request above ``max_request_rows``; a segment that could
 # not be written because the disk (or quota) is full; any other failure to write one; records kept for an object
@@ -96,13 +98,6 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 TIME_OF_DAY = "%H%M%S%f"
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 10.0  # an unreachable store is tried again after these (doubling)
 _REPLICA = re.compile(r"[A-Za-z0-9_.-]{1,100}")
-
-# What the event loop queues per request: a plain tuple, the cheapest thing to build and append. Its
-# features are tuples too (names, then values per feature), not the request's dict of lists: tuples of
-# plain values drop out of the garbage collector's view, lists and dicts do not, and thousands of those
-# waiting half a second for the writer reach the oldest generation and set off full collections of the
-# gateway's heap, 0.1-0.2 s each (measured: the p99 at 8 connections went from 15 to 108 ms).
-_ID, _MODEL, _VERSION, _VARIANT, _SHADOW, _STATUS, _LATENCY, _TIME, _ROWS, _PREDICTIONS, _SCORES, _NAMES, _VALUES = range(13)
 
 
 def feedback_id(request_id: str, row: int) -> str:
@@ -338,7 +333,7 @@ class RequestLog:
                 item = self._queue.popleft()
                 pending -= 1
                 batch.append(item)
-                rows += item[_ROWS]
+                rows += item[ROWS]
             try:
                 written += self._write(batch)
             finally:  # taken off the queue whatever happened: written, kept or counted lost
@@ -349,24 +344,24 @@ class RequestLog:
 
     def _write(self, batch: list[tuple[Any, ...]]) -> int:
         """One segment per model and day of ``batch``; the records written (a failed segment is kept or counted lost)."""
-        times = [item[_TIME] for item in batch]
+        times = [item[TIME] for item in batch]
         first, last = utc(min(times)), utc(max(times))
-        models = {item[_MODEL] for item in batch}
+        models = {item[MODEL] for item in batch}
         if len(models) == 1 and first.date() == last.date():  # the usual case: no need to look at each record
             groups = {(models.pop(), first.date()): batch}
         else:
             groups = {}
             for item in batch:
-                groups.setdefault((item[_MODEL], utc(item[_TIME]).date()), []).append(item)
+                groups.setdefault((item[MODEL], utc(item[TIME]).date()), []).append(item)
         written = 0
         for (model, day), items in groups.items():
-            rows = sum(item[_ROWS] for item in items)
+            rows = sum(item[ROWS] for item in items)
             try:
-                table = _table(items)
+                table = records_table(items)
             except Exception as exc:  # a value Arrow cannot hold: nothing to retry
                 self._lost(model, rows, exc)
                 continue
-            segment_times = [item[_TIME] for item in items]
+            segment_times = [item[TIME] for item in items]
             segment = _Kept(model, day, table, utc(min(segment_times)), utc(max(segment_times)))
             if self._kept:  # the store is away: the new records wait with the others, in order
                 self._keep(segment)
@@ -503,126 +498,3 @@ class RequestLog:
             self._reported = total
         except Exception:  # the store is away: the count carries over to the next report
             log.exception("request log: could not record the drop event")
-
-
-def _table(items: list[tuple[Any, ...]]) -> pa.Table:
-    """The records of ``items`` as one Arrow table, built column by column.
-
-    This runs in the writer thread but holds the GIL the event loop needs,
-    so the common case (every request one row, numpy outputs of one dtype,
-    the same features) goes through C-level transposes and numpy, and only
-    the rest takes the general, per-request path.
-    """
-    import pyarrow as pa
-
-    fields = list(zip(*items, strict=False))  # one tuple per field: request ids, models, ...
-    counts = fields[_ROWS]
-    single = all(n == 1 for n in counts)
-    total = len(items) if single else sum(counts)
-
-    def repeat(index: int) -> Sequence[Any]:
-        if single:
-            return fields[index]
-        out: list[Any] = []
-        for value, n in zip(fields[index], counts, strict=False):
-            out.extend([value] * n)
-        return out
-
-    predictions, scores = _outputs(fields[_PREDICTIONS], fields[_SCORES], counts)
-    columns: dict[str, Any] = {
-        "request_id": pa.array(repeat(_ID), pa.string()),
-        "row": pa.array(_rows(counts, total, single), pa.int32()),
-        "time": pa.array(repeat(_TIME), pa.timestamp("us", tz="UTC")),
-        "version": pa.array(repeat(_VERSION), pa.int64()),
-        "variant": pa.array(repeat(_VARIANT), pa.string()),
-        "shadow": pa.array(repeat(_SHADOW), pa.bool_()),
-        "status": pa.array(repeat(_STATUS), pa.int32()),
-        "latency_ms": pa.array(repeat(_LATENCY), pa.float64()),
-        "prediction": predictions,
-        "score": scores,
-    }
-    for name, values in _features(fields[_NAMES], fields[_VALUES], counts, total).items():
-        columns[FEATURE_PREFIX + name] = _feature(values)
-    return pa.table(columns)
-
-
-def _rows(counts: Sequence[int], total: int, single: bool) -> Any:
-    import numpy as np
-
-    if single:
-        return np.zeros(total, dtype=np.int32)
-    return np.concatenate([np.arange(n, dtype=np.int32) for n in counts])
-
-
-def _outputs(predicted: Sequence[Any], scored: Sequence[Any], counts: Sequence[int]) -> tuple[pa.Array, pa.Array]:
-    """The prediction (text) and score columns; without scores, numeric predictions are the scores."""
-    import numpy as np
-    import pyarrow as pa
-
-    arrays = [p for p in predicted if isinstance(p, np.ndarray)]
-    if len(arrays) == len(predicted) and len({a.dtype for a in arrays}) == 1 and sum(map(len, arrays)) == sum(counts):
-        joined = np.concatenate(arrays)
-        text = pa.array(joined.astype(str), pa.string())
-        if all(isinstance(s, np.ndarray) for s in scored) and sum(map(len, scored)) == len(joined):
-            return text, pa.array(np.concatenate(scored).astype(np.float64), pa.float64(), from_pandas=True)
-        if all(s is None for s in scored) and joined.dtype.kind in "biuf":
-            return text, pa.array(joined.astype(np.float64), pa.float64(), from_pandas=True)
-    labels: list[Any] = []
-    values: list[Any] = []
-    for given, score, n in zip(predicted, scored, counts, strict=False):
-        one = _values(given, n)
-        labels.extend(None if v is None else str(v) for v in one)
-        values.extend(_values(score, n) if score is not None else (v if isinstance(v, (int, float)) else None for v in one))
-    return (pa.array(labels, pa.string()),
-            pa.array([None if v is None or v != v else float(v) for v in values], pa.float64()))
-
-
-def _features(names: Sequence[Any], values: Sequence[Any], counts: Sequence[int], total: int) -> dict[str, list[Any]]:
-    """Feature name → one value per record, None where a request did not have that feature."""
-    from itertools import chain
-
-    first = names[0]
-    if first and all(n == first for n in names):  # every request had the same features
-        by_feature = [list(chain.from_iterable(column)) for column in zip(*values, strict=False)]
-        if all(len(column) == total for column in by_feature):
-            return dict(zip(first, by_feature, strict=False))
-    features: dict[str, list[Any]] = {}
-    filled = 0
-    for item_names, item_values, n in zip(names, values, counts, strict=False):
-        item_names = item_names or ()
-        for name, given in zip(item_names, item_values or (), strict=False):
-            column = features.get(name)
-            if column is None:
-                column = features[name] = [None] * filled  # a feature the earlier requests did not have
-            column.extend(_values(given, n))
-        filled += n
-        if len(item_names) != len(features):  # this request lacked some feature
-            for column in features.values():
-                column.extend([None] * (filled - len(column)))
-    return features
-
-
-def _values(given: Any, n: int) -> Sequence[Any]:
-    """``n`` plain Python values from a list or tuple, a numpy array, or None."""
-    if given is None:
-        return [None] * n
-    values = given if type(given) in (list, tuple) else given.tolist() if hasattr(given, "tolist") else list(given)
-    if len(values) != n:  # a model that answered with another number of rows: keep the row count honest
-        values = ([*values] + [None] * n)[:n]
-    return values
-
-
-def _feature(values: list[Any]) -> pa.Array:
-    """One feature column: its natural Arrow type when the values agree on a scalar one, else text."""
-    import json
-
-    import pyarrow as pa
-
-    try:
-        array = pa.array(values)
-        if not pa.types.is_nested(array.type):
-            return array
-    except (pa.ArrowException, TypeError, ValueError, OverflowError):
-        pass
-    return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v, default=str) for v in values],
-                    pa.string())
