@@ -151,6 +151,7 @@ def test_a_failed_batch_counts_no_compute_and_finish_answers_what_is_queued_befo
         pending = asyncio.ensure_future(runtime.predict({"x": [1.0], "c": ["a"]}, 1))
         await asyncio.sleep(0.01)  # the call is under way
         await runtime.finish()
+        await asyncio.sleep(0)  # the answered request's task resumes on the loop's next turn
         assert pending.done()
         return await pending
 
