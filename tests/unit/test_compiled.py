@@ -219,3 +219,74 @@ def test_an_estimator_that_refuses_missing_values_is_matched_by_the_compiled_rou
         model.predict(to_frame(model.columns, row))
     with pytest.raises(ValueError):
         model.outputs(compiled, row)
+
+
+@pytest.mark.parametrize(("name", "lowered"), [
+    ("one-hot + scaled + passthrough → logistic regression", ("_OneHot", "_Impute", "_Scale", "_Logistic")),
+    ("one-hot → boosted trees", ("_OneHot", "_Impute", "_Scale")),
+    ("one-hot → nested impute + logistic", ("_OneHot", "_Impute", "_Scale", "_Impute", "_Logistic")),
+])
+def test_simple_steps_run_as_numpy_and_answer_the_same(name: str, lowered: tuple[str, ...]) -> None:
+    train = _frame(600)
+    model = _model(FITTED[name]().fit(train, _target(train)))
+    compiled, why = compile_model(model, train)
+    assert compiled is not None, why
+    assert compiled.lowered == lowered
+    _assert_same_answers(model, compiled, seed=11)
+
+
+def test_numeric_columns_as_arrays_answer_as_lists_do() -> None:
+    """check_columns hands the route int64 / float64 arrays (NaN missing); a batch of requests may be lists."""
+    train = _frame(400)
+    model = _model(FITTED["one-hot → nested impute + logistic"]().fit(train, _target(train)))
+    model.compiled, _ = compile_model(model, train)
+    for columns in _requests(9):
+        arrays = {n: np.array([np.nan if v is None else v for v in vs], dtype=float) if n in NUMERIC else vs
+                  for n, vs in columns.items()}
+        for key, values in predict_columns(model, columns).items():
+            np.testing.assert_array_equal(predict_columns(model, arrays)[key], values)
+            np.testing.assert_array_equal(model.predict(to_frame(model.columns, arrays))[key], values)
+
+
+def test_missing_and_unseen_categories_and_many_classes() -> None:
+    """NaN as a category of its own, None and unseen categories as none, softmax over three classes."""
+    train = _frame(250)  # all of them checked, the first with a region (a column that starts with None is not text to pandas)
+    train["region"] = train["region"].astype(object)
+    train.loc[train.index % 7 == 3, "region"] = np.nan
+    target = np.asarray(train["tenure"] // 25, dtype=int)  # 0, 1, 2
+    model = _model(FITTED["one-hot + scaled + passthrough → logistic regression"]().fit(train, target))
+    compiled, why = compile_model(model, train)
+    assert compiled is not None, why
+    assert "_Logistic" in compiled.lowered and len(model.classes) == 3
+    rows = {name: values[:2] for name, values in _requests(3)[3].items()}
+    for region in (None, float("nan"), "atlantis", "north"):
+        columns = {**rows, "region": ["south", region]}
+        expected = model.predict(to_frame(model.columns, columns))
+        for key, values in model.outputs(compiled, columns).items():
+            np.testing.assert_array_equal(values, expected[key])
+
+
+def test_infinity_is_refused_where_the_estimator_refuses_it() -> None:
+    train = _frame(300)
+    row = {name: values[:1] for name, values in _requests(2)[1].items()} | {"charges": [float("inf")]}
+    for name in ("one-hot + scaled + passthrough → logistic regression", "one-hot → nested impute + logistic"):
+        model = _model(FITTED[name]().fit(train, _target(train)))
+        compiled, why = compile_model(model, train)
+        assert compiled is not None and compiled.lowered, why
+        with pytest.raises(ValueError):
+            model.predict(to_frame(model.columns, row))
+        with pytest.raises(ValueError, match="infinity"):
+            model.outputs(compiled, row)
+
+
+def test_a_lowered_route_that_differs_gives_way_to_the_fitted_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rung.models import lowered
+
+    real = lowered._Logistic.predict_proba
+    monkeypatch.setattr(lowered._Logistic, "predict_proba", lambda self, X: real(self, X) * (1 + 1e-12))
+    train = _frame(300)
+    model = _model(FITTED["one-hot + scaled + passthrough → logistic regression"]().fit(train, _target(train)))
+    compiled, why = compile_model(model, train)
+    assert compiled is not None, why
+    assert compiled.lowered == ()
+    _assert_same_answers(model, compiled)

@@ -340,3 +340,17 @@ def test_every_section_is_importable_from_rung_config() -> None:
         assert getattr(rung.config, name) is not None
     assert rung.config.Settings.model_fields["alerts"].annotation is rung.config.AlertSettings
     assert rung.config.MonitorSettings.model_fields["drift"].annotation is rung.config.DriftSettings
+
+
+@pytest.mark.parametrize(("given", "count"), [("1", 1), ("3", 3), ("auto", None)])
+def test_serve_processes_is_a_count_or_auto_one_per_core(tmp_path: Path, given: str, count: int | None) -> None:
+    import os
+
+    settings = load_settings(write(tmp_path, f"name: x\nserve: {{processes: {given}}}\n")).serve
+    cores = len(os.sched_getaffinity(0))
+    assert settings.process_count() == (count if count is not None else min(cores, 8))
+
+
+@pytest.mark.parametrize("given", ["0", "65", "many", "-1"])
+def test_a_bad_serve_processes_names_the_key(tmp_path: Path, given: str) -> None:
+    assert config_error(tmp_path, f"name: x\nserve: {{processes: {given}}}\n").startswith("rung.yaml: serve.processes")

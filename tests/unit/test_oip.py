@@ -12,7 +12,7 @@ import pytest
 from rung.errors import InputError, RequestInvalid
 from rung.models.signature import Column
 from rung.serving.oip import Asked, asked_outputs, infer_body, parse_oip, requested_outputs, split_body
-from rung.serving.protocols import check_columns
+from rung.serving.protocols import check_columns, to_jsonable
 from rung.serving.tensors import encode
 
 COLUMNS = [Column("age", "long"), Column("income", "double"), Column("plan", "string")]
@@ -24,9 +24,14 @@ PER_COLUMN = {"inputs": [
 ]}
 
 
+def plain(columns: dict) -> dict:
+    """Columns as the values a client sent: arrays as lists, NaN as None."""
+    return {name: to_jsonable(v) if isinstance(v, np.ndarray) else v for name, v in columns.items()}
+
+
 def checked(parsed: tuple[dict, int]) -> tuple[dict, int]:
     columns, rows = parsed
-    return check_columns(columns, COLUMNS), rows
+    return plain(check_columns(columns, COLUMNS)), rows
 
 
 def binary(header: dict[str, Any], *tensors: tuple[str, list[int], Any]) -> tuple[bytes, str]:
@@ -90,7 +95,19 @@ def test_binary_tensors_give_the_columns_json_gives() -> None:
     assert parse(mixed, length) == (EXPECTED, 2)
     matrix, length = binary({}, ("x", [2, 3], np.array([[30, 1.5, 7], [40, 2.5, 8]])))
     columns, rows = parse_oip(*split_body(matrix, length)[:1], COLUMNS, split_body(matrix, length)[1])
-    assert rows == 2 and columns == {"age": [30.0, 40.0], "income": [1.5, 2.5], "plan": [7.0, 8.0]}
+    assert rows == 2 and plain(columns) == {"age": [30.0, 40.0], "income": [1.5, 2.5], "plan": [7.0, 8.0]}
+
+
+def test_binary_numbers_stay_arrays_that_the_check_passes_on() -> None:
+    content, length = binary({}, ("age", [2], np.array([30, 40], np.int32)), ("income", [2], np.array([np.nan, 2.5], np.float32)),
+                             ("plan", [2], ["a", "b"]))
+    body, blob = split_body(content, length)
+    columns = check_columns(parse_oip(body, COLUMNS, blob)[0], COLUMNS)
+    assert columns["age"].dtype == np.int64 and columns["income"].dtype == np.float64 and columns["plan"] == ["a", "b"]
+    wrong, length = binary({}, ("age", [2], np.array([30, 40])), ("income", [2], np.array([1.5, 2.5])), ("plan", [2], np.array([1, 2])))
+    with pytest.raises(InputError) as info:
+        parse(wrong, length)
+    assert info.value.field == "plan" and "expected text, got 1" in str(info.value)
 
 
 def test_a_nan_sent_as_binary_is_a_missing_value() -> None:
@@ -196,6 +213,18 @@ def test_output_datatypes_follow_the_arrays() -> None:
     listed = {o["name"]: (o["datatype"], o["data"]) for o in json.loads(infer_body(HEAD, outputs, Asked([], {}))[0])["outputs"]}
     assert listed == {"predict": ("BYTES", ["yes", "no"]), "proba": ("FP32", [0.5, 0.25]), "n": ("INT32", [1, 2]),
                       "o": ("BYTES", ["x", "3"])}
+
+
+def test_json_numbers_are_written_as_their_python_values_are() -> None:
+    """Whole arrays to orjson give the digits tolist() gives: float32 as its float64 value, a column of a matrix too."""
+    proba = np.array([[0.9, 0.1], [1 / 3, 2 / 3], [np.nan, np.nan]])
+    outputs = {"predict": np.array([True, False, True]), "proba": proba[:, 1], "single": np.array([1.1], np.float32),
+               "wide": np.array([2**63 - 1, -(2**63)]), "small": np.array([5e-324, 1e300, -0.0])}
+    content, _ = infer_body(HEAD, outputs, Asked([], {}))
+    data = {o["name"]: o["data"] for o in json.loads(content)["outputs"]}
+    assert data == {"predict": [True, False, True], "proba": [0.1, 2 / 3, None], "single": [1.100000023841858],
+                    "wide": [2**63 - 1, -(2**63)], "small": [5e-324, 1e300, -0.0]}
+    assert b'"data":[1.100000023841858]' in content
 
 
 def test_binary_outputs_follow_the_json_in_order() -> None:

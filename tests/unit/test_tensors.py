@@ -67,13 +67,16 @@ def test_a_long_double_is_sent_as_fp64() -> None:
     assert name == "FP64" and decode("FP64", [2], raw, "x").tolist() == [0.25, 1.5]
 
 
-def test_to_column_gives_plain_values_and_nan_as_missing() -> None:
+def test_to_column_gives_int64_and_float64_arrays_and_plain_bools() -> None:
     floats = to_column(np.array([1.5, np.nan, 2.0]), "x")
-    assert floats == [1.5, None, 2.0] and type(floats[0]) is float
+    assert isinstance(floats, np.ndarray) and floats.dtype == np.float64 and np.array_equal(floats, [1.5, np.nan, 2.0], equal_nan=True)
     ints = to_column(np.array([3, 4], np.int32), "x")
-    assert ints == [3, 4] and type(ints[0]) is int
+    assert isinstance(ints, np.ndarray) and ints.dtype == np.int64 and ints.tolist() == [3, 4]
+    single = to_column(np.array([1.1, np.nan], np.float32), "x")
+    assert single.dtype == np.float64 and single[0] == float(np.float32(1.1))  # exact: float32 widens without loss
     assert to_column(np.array([True, False]), "x") == [True, False]
-    assert to_column(np.array([1.0, np.nan], np.float32), "x") == [1.0, None]
+    assert to_column(np.array([2**64 - 1], np.uint64), "x") == [2**64 - 1]  # beyond int64: Python ints
+    assert to_column(np.array([7], np.uint64), "x").dtype == np.int64
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ group can be registered (and read) on its own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -20,8 +20,11 @@ PROJECT_OPTION = typer.Option(None, "--project", "-C", help="Project directory (
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
 
 
-def open_project(path: Path | None) -> Project:
-    """The project at ``path`` or the nearest parent with rung.yaml; imported here so ``rung --help`` stays fast."""
+def open_project(path: Path | None, overrides: dict[str, Any] | None = None) -> Project:
+    """The project at ``path`` or the nearest parent with rung.yaml; imported here so ``rung --help`` stays fast.
+
+    ``overrides`` are a command's flags as dotted settings (``{"serve.processes": "2"}``).
+    """
     from rung.project import Project
 
-    return Project.open(path)
+    return Project.open(path, overrides)

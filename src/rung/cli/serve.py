@@ -28,12 +28,24 @@ def serve(
     grpc_port: int | None = typer.Option(None, "--grpc-port", min=0, max=65535,
                                          help="Port of the OIP gRPC service, on the same host (default serve.grpc_port, "
                                               "8702; 0 turns it off)."),
+    processes: str | None = typer.Option(None, "--processes",
+                                         help="Gateway processes sharing the ports, or auto: one per core, up to 8 "
+                                              "(default serve.processes, 1)."),
 ) -> None:
     """Serve the project's models over HTTP (OIP v2 and MLflow scoring) and gRPC (OIP v2), routed by the routing tables."""
-    from rung.serving.server import run_gateway
+    overrides = {"serve.processes": processes} if processes is not None else None
+    project = open_project(project_dir, overrides)
+    count = project.settings.serve.process_count()
+    if count == 1:
+        from rung.serving.server import run_gateway
 
-    project = open_project(project_dir)
-    run_gateway(project, host=host, port=port, grpc_port=grpc_port)
+        run_gateway(project, host=host, port=port, grpc_port=grpc_port)
+        return
+    from rung.serving.processes import run_processes
+
+    code = run_processes(project, processes=count, host=host, port=port, grpc_port=grpc_port)
+    if code:
+        raise typer.Exit(code)
 
 
 def routes(project_dir: Path | None = PROJECT_OPTION, as_json: bool = JSON_OPTION) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Literal
 
@@ -12,6 +13,7 @@ from rung.config.section import Section
 __all__ = ["BatchingSettings", "ServeSettings", "UiSettings", "REPLICA_ID"]
 
 # A replica id names a folder (the request log's ``replica=<id>/`` prefix) and a row: a safe path component.
+AUTO_PROCESSES_MAX = 8
 REPLICA_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
@@ -39,6 +41,9 @@ class ServeSettings(Section):
     # This gateway's name among the replicas sharing the store (`rung status`, the request log's prefix).
     # Unset: <hostname>-<port>. RUNG_REPLICA overrides it.
     replica: str | None = None
+    # Gateway processes on the port (SO_REUSEPORT: the kernel spreads connections across them), each a
+    # replica of its own (<replica>.<i>). One process answers on one core at most; auto: one per core, up to 8.
+    processes: int | Literal["auto"] = Field(default=1)
     # Threads each predict call may use (OpenMP/BLAS). One is right for a gateway: concurrency
     # comes from batching, and on a small machine multi-threaded predict of a few rows is slower.
     model_threads: int = Field(default=1, ge=1, le=256)
@@ -53,6 +58,20 @@ class ServeSettings(Section):
     # cuda refuses to load them where there is none; the other flavours always predict on the CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
+
+    @field_validator("processes")
+    @classmethod
+    def _processes(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("serve.processes is a number from 1 to 64, or auto (one per core, up to 8)")
+        return value
+
+    def process_count(self) -> int:
+        """How many gateway processes ``processes`` means on this machine."""
+        if self.processes == "auto":
+            return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                              AUTO_PROCESSES_MAX))
+        return int(self.processes)
 
     @field_validator("replica")
     @classmethod

@@ -8,13 +8,19 @@ calls those same fitted objects, in the same order, on numpy arrays built
 straight from the request's columns, and stacks their outputs as the
 ``ColumnTransformer`` would; the rest of the pipeline then runs unchanged.
 The arithmetic is scikit-learn's own, so the answers are the same to the
-last bit.
+last bit. Where a fitted step's arithmetic is simple (one-hot encoding,
+imputing, scaling, a logistic regression) the route goes further and runs
+it as the few numpy operations it is (:mod:`rung.models.lowered`), without
+scikit-learn's input validation around each call, which is most of what a
+small request costs.
 
 That claim is checked, never assumed: :func:`compile_model` runs both routes
 on the version's own training rows (all of them up to a sample, one at a
-time for a few, with each column missing in turn and each text column set
-to a category never seen) and keeps the compiled route only when every
-output is identical and every input the estimator refuses is refused too.
+time for a few, with each column missing in turn, each numeric column
+infinite and each text column set to a category never seen) and keeps the
+compiled route only when every output is identical and every input the
+estimator refuses is refused too; the lowered route first, else the
+route through the fitted steps.
 Anything it does not recognise (sparse output, pandas output, a custom
 step that needs a frame) stays on the estimator, with the reason logged.
 """
@@ -26,6 +32,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rung.models.lowered import lower, lower_final, lowered_names
 from rung.models.signature import Columns, to_frame
 
 if TYPE_CHECKING:
@@ -77,6 +84,11 @@ class CompiledPipeline:
     def predict_proba(self, columns: Columns) -> Any:
         return self.final.predict_proba(self.features(columns))
 
+    @property
+    def lowered(self) -> tuple[str, ...]:
+        """The steps that run as numpy operations (:mod:`rung.models.lowered`), by class name; empty: none."""
+        return tuple(name for step in (*(b.transformer for b in self.blocks), self.final) for name in lowered_names(step))
+
 
 def _array(block: _Block, columns: Columns) -> np.ndarray:
     import numpy as np
@@ -84,7 +96,7 @@ def _array(block: _Block, columns: Columns) -> np.ndarray:
     if block.one_d:
         values = columns[block.names[0]]
         return np.asarray(values, dtype=float) if block.numeric else np.asarray(values, dtype=object)
-    if block.numeric:
+    if block.numeric:  # a numeric column is an int64 or float64 array already (check_columns), or a list
         return np.array([columns[name] for name in block.names], dtype=float).T
     out = np.empty((len(columns[block.names[0]]), len(block.names)), dtype=object)
     for j, name in enumerate(block.names):
@@ -102,18 +114,36 @@ def compile_model(model: LoadedModel, sample: pd.DataFrame | None) -> tuple[Comp
         return None, "no input signature"
     if sample is None or sample.empty:
         return None, "no training rows to check it against"
+    numeric = {c.name for c in model.columns if c.numeric}
     try:
-        compiled = _compile(model.estimator, {c.name for c in model.columns if c.numeric})
+        plain = _compile(model.estimator, numeric)
     except _Unsupported as exc:
         return None, str(exc)
     missing = [c.name for c in model.columns if c.name not in sample.columns]
     if missing:
         return None, f"the training rows lack {missing[0]!r}"
+    checks = _checks(model, sample)
+    lowered = _lower(plain)
+    if lowered.lowered:
+        problem = _problem(model, lowered, checks)
+        if not problem:
+            return lowered, ""
+        log.info("%s: the lowered route is not used: %s", model.ref, problem)
+    problem = _problem(model, plain, checks)
+    return (None, problem) if problem else (plain, "")
+
+
+def _problem(model: LoadedModel, compiled: CompiledPipeline, checks: list[tuple[str, Columns]]) -> str:
     try:
-        problem = _differs(model, compiled, _checks(model, sample))
+        return _differs(model, compiled, checks)
     except Exception as exc:  # whatever the compiled route trips on, the estimator keeps the job
-        problem = f"the compiled route fails: {type(exc).__name__}: {exc}"
-    return (None, problem) if problem else (compiled, "")
+        return f"the compiled route fails: {type(exc).__name__}: {exc}"
+
+
+def _lower(compiled: CompiledPipeline) -> CompiledPipeline:
+    """``compiled`` with the steps :mod:`rung.models.lowered` knows as numpy operations."""
+    blocks = tuple(_Block(lower(b.transformer), b.names, b.one_d, b.numeric) for b in compiled.blocks)
+    return CompiledPipeline(blocks, lower_final(compiled.final))
 
 
 class _Unsupported(Exception):
@@ -182,7 +212,9 @@ def _checks(model: LoadedModel, sample: pd.DataFrame) -> list[tuple[str, Columns
               ("another training row alone", {name: values[-1:] for name, values in columns.items()})]
     for column in model.columns:
         checks.append((f"a row without {column.name!r}", {**first, column.name: [None]}))
-        if not column.numeric:
+        if column.numeric:
+            checks.append((f"a row with an infinite {column.name!r}", {**first, column.name: [float("inf")]}))
+        else:
             checks.append((f"a row with an unseen {column.name!r}", {**first, column.name: [UNSEEN]}))
     return checks
 

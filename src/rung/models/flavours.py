@@ -27,7 +27,7 @@ from rung.errors import IntegrityError, RungError
 from rung.models.signature import Column
 from rung.skops_io import skops_io
 
-__all__ = ["PICKLED", "SUPPORTED", "adapt", "detect_flavor", "load_native", "read_mlmodel", "read_signature"]
+__all__ = ["PICKLED", "RUNTIMES", "SUPPORTED", "adapt", "detect_flavor", "load_native", "read_mlmodel", "read_signature"]
 
 SUPPORTED = ("scikit-learn, XGBoost, LightGBM, PyTorch (a torch.nn.Module), ONNX (an onnx.ModelProto) and "
              "MLflow python_function (an mlflow.pyfunc.PythonModel)")
@@ -35,6 +35,11 @@ SUPPORTED = ("scikit-learn, XGBoost, LightGBM, PyTorch (a torch.nn.Module), ONNX
 # Flavours whose files are unpickled when loaded: PyTorch modules (torch.save) and python_function
 # models (cloudpickle). skops (scikit-learn), XGBoost JSON/UBJ, LightGBM text and ONNX protobuf are data.
 PICKLED = frozenset({"pytorch", "pyfunc"})
+
+# The library each flavour's models predict with. A gateway's worker processes import it once, in the fork
+# server (rung.serving.worker): a PyTorch model pickles its module as bytes, which name nothing to import.
+RUNTIMES = {"sklearn": "sklearn", "xgboost": "xgboost", "lightgbm": "lightgbm", "pytorch": "torch", "onnx": "onnxruntime",
+            "pyfunc": "mlflow.pyfunc"}
 
 
 def detect_flavor(model: Any) -> str:

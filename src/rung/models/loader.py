@@ -5,10 +5,16 @@ The model files are copied out of the MLflow registry into a local cache
 the ones recorded at registration *before* anything is deserialised: a
 tampered file is refused, never loaded. Certification, serving, monitoring
 and reproduction all load versions through :class:`ModelLoader`.
+
+A process that has not imported MLflow fetches the files in a child
+process: importing MLflow costs some 60 MiB that would stay for the
+process's life, and a gateway on a host that did not train the version
+(or a ``rung predict`` there) needs MLflow for that copy only.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,12 +96,21 @@ class ModelLoader:
             # return ``tmp`` itself, which is private (0700) and owned by the cleanup.
             staging = Path(tmp) / "files"
             staging.mkdir()
-            try:
-                with self.tracking.fluent() as mlflow:
-                    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=record.model_uri, dst_path=str(staging)))
-            except Exception as exc:
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise TrackingError(f"{record.ref}: cannot fetch the model from MLflow at {self.tracking.uri}: {first}") from exc
+            if "mlflow" in sys.modules:
+                local, failure = _download_artifacts(self.tracking, record.model_uri, staging)
+            else:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+                from concurrent.futures.process import BrokenProcessPool
+
+                try:
+                    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+                        local, failure = child.submit(_download_artifacts, self.tracking, record.model_uri, staging).result()
+                except BrokenProcessPool as exc:
+                    raise TrackingError(f"{record.ref}: the process fetching the model from MLflow at {self.tracking.uri} "
+                                        "died; try again") from exc
+            if local is None:
+                raise TrackingError(f"{record.ref}: cannot fetch the model from MLflow at {self.tracking.uri}: {failure}")
             (local / "registered_model_meta").unlink(missing_ok=True)
             try:
                 local.rename(target)
@@ -103,6 +118,19 @@ class ModelLoader:
                 if not target.is_dir():
                     raise
                 # another process put it there first: the same files, verified next
+
+
+def _download_artifacts(tracking: Tracking, model_uri: str, staging: Path) -> tuple[Path | None, str]:
+    """The folder MLflow copied ``model_uri`` to under ``staging``, or ``None`` and the first line of why not.
+
+    The reason travels as text: a child process returns it, and a library's
+    exception may not unpickle in the parent.
+    """
+    try:
+        with tracking.fluent() as mlflow:
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(staging))), ""
+    except Exception as exc:
+        return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def training_inputs(record: ModelVersionRecord, artifacts: ArtifactStore, target: str) -> pd.DataFrame:

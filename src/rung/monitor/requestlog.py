@@ -239,8 +239,9 @@ class RequestLog:
         ``predictions`` and ``scores`` (one per row, e.g. the model's numpy
         outputs) are kept by reference and converted in the writer thread:
         callers must not change them afterwards. ``features`` (column →
-        values, as the request was parsed) are copied into tuples (the note
-        above the queue's layout says why). A request's rows share its status,
+        values, as the request was parsed) that are lists are copied into
+        tuples (the note above the queue's layout says why); numpy arrays are
+        kept by reference, as the outputs are. A request's rows share its status,
         latency and time. Without ``scores``, numeric predictions are the
         scores. A queue past half full wakes the writer early. A request
         above ``max_request_rows``, or one the queue has no room for, is
@@ -256,7 +257,7 @@ class RequestLog:
         self._queued_in += rows
         names = values = None
         if features:
-            names, values = tuple(features), tuple(map(tuple, features.values()))
+            names, values = tuple(features), tuple([tuple(v) if type(v) is list else v for v in features.values()])
         self._queue.append((request_id, model, version, variant, shadow, status, latency_s * 1000.0, self.clock.now(),
                             rows, predictions, scores, names, values))
         if queued + rows >= self._early:

@@ -106,16 +106,18 @@ class Gateway:
     under a manual clock logs simulated time, so the demo and tests judge
     rollouts over hours that take seconds. ``host`` and ``port`` are where
     it listens (default ``serve.host`` and ``serve.port``): they name the
-    replica (``serve.replica`` unset) and give its URL in the registry.
+    replica (``replica`` and ``serve.replica`` unset) and give its URL in
+    the registry.
     """
 
-    def __init__(self, project: Project, *, clock: Clock = SYSTEM, host: str | None = None, port: int | None = None) -> None:
+    def __init__(self, project: Project, *, clock: Clock = SYSTEM, host: str | None = None, port: int | None = None,
+                 replica: str | None = None) -> None:
         self.project = project
         self.clock = clock
         self.settings = project.settings.serve
         self.store = project.store
         self.host, self.port = host or self.settings.host, port or self.settings.port
-        self.replica = replica_id(self.settings.replica, self.port)  # this gateway's name among the replicas
+        self.replica = replica or replica_id(self.settings.replica, self.port)  # this gateway's name among the replicas
         self.metrics = GatewayMetrics()
         self.ready = False
         self.draining = False

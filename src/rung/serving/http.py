@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from rung.errors import BodyTooLarge, NotFound, RequestInvalid, UnsupportedMediaType
@@ -64,12 +64,19 @@ async def read_body(request: Request, limit: int, *, send: str = "a JSON object"
     if length is not None and length.isdigit() and int(length) > limit:
         raise BodyTooLarge(f"the body is {int(length)} bytes; the limit is {limit} (serve.max_body_mb)", "body")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    receive = request.receive  # the ASGI messages themselves: a body in one message (the usual case) is not copied
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"the body is over the limit of {limit} bytes (serve.max_body_mb)", "body")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not raw:
         raise RequestInvalid(f"the body is empty; send {send}", "body")
     return raw

@@ -1,7 +1,8 @@
 """Open Inference Protocol v2 bodies over REST: JSON, and Triton's binary tensor data extension.
 
 A request is read into the same *columns* every protocol gives
-:meth:`~rung.serving.gateway.Gateway.infer` (``{name: [values]}``). Two
+:meth:`~rung.serving.gateway.Gateway.infer` (``{name: values}``: JSON's lists,
+a binary numeric tensor's array). Two
 layouts are accepted: one tensor per column (``name`` = column, shape
 ``[n]`` or ``[n, 1]``), or a single ``[n, k]`` tensor whose columns follow the
 model signature.
@@ -27,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from rung.errors import InputError, RequestInvalid
@@ -79,7 +81,10 @@ def split_body(content: bytes, header_length: str | None) -> tuple[Any, memoryvi
         raise RequestInvalid(f"the first {length} bytes ({_HEADER_FIELD}) are not valid JSON: {exc}", HEADER_LENGTH) from None
 
 
-def _flatten(data: Any, where: str) -> list[Any]:
+def _flatten(data: Any, where: str) -> Any:
+    """A tensor's JSON ``data`` as its flat elements (a nested list row by row); a decoded tensor is flat already."""
+    if isinstance(data, np.ndarray):
+        return data
     if not isinstance(data, list):
         raise InputError(f"{where}: expected a list", field=where)
     if data and isinstance(data[0], list):
@@ -106,7 +111,7 @@ def parse_oip(body: Any, columns: list[Column], binary: bytes | memoryview | Non
     if not isinstance(inputs, list) or not inputs:
         raise InputError("'inputs' must be a non-empty list of tensors", field="inputs")
     names = [c.name for c in columns]
-    tensors_in: list[tuple[str, list[int], list[Any]]] = []
+    tensors_in: list[tuple[str, list[int], Any]] = []
     offset, last_binary = 0, None
     for i, tensor in enumerate(inputs):
         where = f"inputs[{i}]"
@@ -162,7 +167,7 @@ def _binary_size(tensor: dict[str, Any], where: str) -> int | None:
     return size
 
 
-def _layout(found: list[tuple[str, list[int], list[Any]]], names: list[str]) -> tuple[Columns, int]:
+def _layout(found: list[tuple[str, list[int], Any]], names: list[str]) -> tuple[Columns, int]:
     """Tensors → columns: one ``[n, k]`` tensor in signature order, or one ``[n]`` / ``[n, 1]`` tensor per column."""
     if len(found) == 1 and found[0][0] not in names and len(found[0][1]) == 2:
         _, (rows, width), data = found[0]
@@ -259,14 +264,23 @@ def infer_body(head: dict[str, Any], outputs: dict[str, Any], asked: Asked) -> t
         else:
             datatype = tensors.datatype_of(values)
             listed.append({"name": name, "datatype": datatype, "shape": [len(values)], "data": _json_data(values, datatype)})
-    header = orjson.dumps({**head, "outputs": listed})
+    header = orjson.dumps({**head, "outputs": listed}, option=orjson.OPT_SERIALIZE_NUMPY)
     if not parts:
         return header, None
     return b"".join([header, *parts]), len(header)
 
 
-def _json_data(values: Any, datatype: str) -> list[Any]:
-    """An output's elements as JSON: numbers (NaN: null), or text for ``BYTES``."""
+def _json_data(values: Any, datatype: str) -> Any:
+    """An output's elements as JSON: numbers (NaN: null), or text for ``BYTES``.
+
+    An int, bool or float64 array goes to orjson whole (``OPT_SERIALIZE_NUMPY``:
+    the same text as its ``tolist()``, NaN as null, without a Python object
+    per element); a float32 or float16 one goes through ``tolist()``, whose
+    float64 digits are what this has always answered.
+    """
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.isnative and (
+            values.dtype.kind in "biu" or values.dtype == np.float64):
+        return np.ascontiguousarray(values)
     data = to_jsonable(values)
     if datatype == "BYTES" and getattr(values, "dtype", None) is not None and values.dtype.kind != "U":
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v if isinstance(v, str) else str(v) for v in data]

@@ -313,9 +313,22 @@ class VersionPool:
         self.project.models_loader.fetch_verified(self._record(model, version))
 
     def _load(self, model: str, version: int) -> Runtime:
-        """Download, verify and load a version, start its worker, warm it up (off the event loop)."""
+        """Download, verify and load a version, start its worker, warm it up (off the event loop).
+
+        OpenMP is held to ``serve.model_threads`` in this thread as in the
+        prediction threads: the compile check and the warm-up predict here,
+        and a model spreading over every core while other gateway processes
+        load beside it spun for 0.2-0.9 s a call instead of a few ms.
+        """
+        from threadpoolctl import threadpool_limits
+
         record = self._record(model, version)
-        loaded = self.project.models_loader.load(record)
+        loaded = self.project.models_loader.load(record)  # imports the flavour's libraries: limits reach only those loaded
+        with threadpool_limits(limits=self.settings.model_threads, user_api="openmp"):
+            return self._prepare(model, version, record, loaded)
+
+    def _prepare(self, model: str, version: int, record: ModelVersionRecord, loaded: LoadedModel) -> Runtime:
+        """Compile, start the workers of and warm up a version just loaded."""
         not_compiled = "serve.compile is false"
         if self.settings.compile:
             loaded.compiled, not_compiled = self._compile(loaded, record)

@@ -3,8 +3,11 @@
 Parsing turns a body into *columns* (``{name: [values]}``, one list per
 signature column, all the same length) without pandas: on the single-row
 hot path building Python lists is far cheaper than a DataFrame, and the
-batcher builds one frame for many requests. Every problem is an
-:class:`~rung.errors.InputError` naming the field.
+batcher builds one frame for many requests. :func:`check_columns` then
+makes each numeric column one numpy array (one conversion per column, not
+per value), which the compiled pipeline, the worker's pipe and the request
+log take as they are. Every problem is an :class:`~rung.errors.InputError`
+naming the field.
 
 MLflow accepts ``dataframe_split``, ``dataframe_records``, ``instances``
 and ``inputs``, and a CSV body (a header row, then one row per prediction),
@@ -19,6 +22,8 @@ import csv
 import io
 from typing import Any
 
+import numpy as np
+
 from rung.errors import InputError, RequestInvalid
 from rung.models.signature import Column, Columns
 
@@ -29,6 +34,9 @@ __all__ = ["parse_mlflow", "parse_kserve", "parse_csv", "check_columns", "to_jso
 # ``mlflow models serve``) reads as NaN. A text column takes them as text: only its empty cells are missing.
 CSV_MISSING = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "NULL", "null", "None", "<NA>", "#N/A", "#NA"})
 CSV_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+# The exact types of a column that needs no value-by-value look: JSON's numbers (bool is not among them) or text.
+_NUMBERS = frozenset({int, float, type(None)})
+_TEXT = frozenset({str, type(None)})
 
 
 def parse_mlflow(body: Any, columns: list[Column]) -> tuple[Columns, int]:
@@ -49,14 +57,21 @@ def parse_mlflow(body: Any, columns: list[Column]) -> tuple[Columns, int]:
         cols = value.get("columns", names)
         if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
             raise InputError("dataframe_split.columns: expected a list of column names", field="dataframe_split.columns")
-        out: Columns = {c: [] for c in cols}
-        for i, row in enumerate(value["data"]):
-            if not isinstance(row, list) or len(row) != len(cols):
-                raise InputError(f"dataframe_split.data[{i}]: expected a list of {len(cols)} values", field=f"dataframe_split.data[{i}]")
-            for c, v in zip(cols, row, strict=True):
-                out[c].append(v)
-        return out, len(value["data"])
+        return _split(cols, value["data"]), len(value["data"])
     return _records(key, value, names)
+
+
+def _split(cols: list[str], data: list[Any]) -> Columns:
+    """``dataframe_split``'s rows as columns: transposed in one ``zip`` when every row is a list of the right length."""
+    if set(map(type, data)) == {list} and set(map(len, data)) == {len(cols)} and len(set(cols)) == len(cols):
+        return dict(zip(cols, map(list, zip(*data, strict=True)), strict=True))
+    out: Columns = {c: [] for c in cols}
+    for i, row in enumerate(data):
+        if not isinstance(row, list) or len(row) != len(cols):
+            raise InputError(f"dataframe_split.data[{i}]: expected a list of {len(cols)} values", field=f"dataframe_split.data[{i}]")
+        for c, v in zip(cols, row, strict=True):
+            out[c].append(v)
+    return out
 
 
 def parse_kserve(body: Any, columns: list[Column]) -> tuple[Columns, int]:
@@ -215,6 +230,14 @@ def check_columns(data: Columns, columns: list[Column]) -> Columns:
     send a whole record (ids, columns kept for reports, a routing key) and a
     version that takes fewer columns than the last one must not break it.
     What the model takes is required, and a missing one is named.
+
+    A numeric column of JSON numbers (or of a numeric tensor) comes out as
+    one numpy array, of the dtype pandas would give the same values: int64
+    when all are integers, float64 with NaN for a missing value when any is
+    a float. So ``to_frame`` and the estimator see what they saw from the
+    list, and the compiled route and the request log take it without
+    converting. Anything else (integers with a missing value, booleans,
+    text, numbers beyond int64) stays a list.
     """
     if not columns:
         return data
@@ -224,15 +247,7 @@ def check_columns(data: Columns, columns: list[Column]) -> Columns:
         if values is None:
             raise InputError(f"missing input column {column.name!r}; the model takes {', '.join(c.name for c in columns)}",
                              field=column.name)
-        if column.numeric:
-            for v in values:
-                if v is not None and (isinstance(v, bool) and column.type != "boolean" or not isinstance(v, (int, float))):
-                    raise InputError(f"column {column.name!r}: expected a number, got {v!r}", field=column.name)
-        else:
-            for v in values:
-                if v is not None and not isinstance(v, str):
-                    raise InputError(f"column {column.name!r}: expected text, got {v!r}", field=column.name)
-        ordered[column.name] = values
+        ordered[column.name] = _checked_array(values, column) if isinstance(values, np.ndarray) else _checked_list(values, column)
     lengths = {len(v) for v in ordered.values()}
     if len(lengths) > 1:
         raise InputError("every input column needs the same number of values", field="inputs")
@@ -241,9 +256,53 @@ def check_columns(data: Columns, columns: list[Column]) -> Columns:
     return ordered
 
 
+def _checked_list(values: list[Any], column: Column) -> Any:
+    """One column's list, its kinds told apart by one pass over its types; a numeric column as an array where it can be."""
+    if column.numeric:
+        kinds = set(map(type, values))
+        if kinds <= _NUMBERS:
+            return _numbers(values, kinds)
+        for v in values:
+            if v is not None and (isinstance(v, bool) and column.type != "boolean" or not isinstance(v, (int, float))):
+                raise InputError(f"column {column.name!r}: expected a number, got {v!r}", field=column.name)
+    elif not set(map(type, values)) <= _TEXT:
+        for v in values:
+            if v is not None and not isinstance(v, str):
+                raise InputError(f"column {column.name!r}: expected text, got {v!r}", field=column.name)
+    return values
+
+
+def _numbers(values: list[Any], kinds: set[type]) -> Any:
+    """A list of JSON numbers as one array: int64 if only ints, float64 (None: NaN) if a float is among them.
+
+    Integers with a missing value stay a list, as do integers beyond int64:
+    pandas (and the request log's Arrow) make them what they always have.
+    """
+    if float not in kinds and kinds != {int}:
+        return values
+    try:
+        return np.array(values, dtype=np.int64 if kinds == {int} else np.float64)
+    except OverflowError:
+        return values
+
+
+def _checked_array(values: np.ndarray, column: Column) -> Any:
+    """A column that came as an array (a decoded tensor): numbers stay the array; anything else is checked as a list."""
+    kind = values.dtype.kind
+    if column.numeric and kind in "iuf":
+        return values
+    if not column.numeric and kind in "biuf" and values.size:
+        raise InputError(f"column {column.name!r}: expected text, got {values[0].item()!r}", field=column.name)
+    return _checked_list(values.tolist(), column)
+
+
 def to_jsonable(values: Any) -> list[Any]:
-    """A numpy array as plain JSON values (NaN becomes null)."""
+    """A numpy array as plain JSON values (NaN becomes null): one ``tolist``, and a pass for NaN only if there is one."""
     out = values.tolist() if hasattr(values, "tolist") else list(values)
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biu":
+        return out
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f" and not np.isnan(values).any():
+        return out
     if out and isinstance(out[0], float):
         return [None if v != v else v for v in out]
     return out

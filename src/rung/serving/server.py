@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -38,24 +39,53 @@ if TYPE_CHECKING:
     from rung.serving.gateway import Gateway
     from rung.serving.grpc.service import GrpcServer
 
-__all__ = ["run_gateway", "start_gateway", "RunningGateway"]
+__all__ = ["announce", "run_gateway", "serve_forever", "start_gateway", "RunningGateway", "where"]
 
 ACCEPTED_GRACE_S = 0.3
 
 
 def run_gateway(project: Project, *, host: str | None = None, port: int | None = None, grpc_port: int | None = None,
                 graceful_s: float = 30.0) -> None:
-    """Serve ``project`` until SIGTERM or SIGINT (``rung serve``); ``grpc_port`` ``None`` is ``serve.grpc_port``."""
+    """Serve ``project`` from this process until SIGTERM or SIGINT (``rung serve``; several: :mod:`rung.serving.processes`).
+
+    ``None`` is the setting: ``serve.host``, ``serve.port``, ``serve.grpc_port``.
+    """
+    host, port, grpc_port = where(project, host, port, grpc_port)
+    announce(host, port, grpc_port, 1)
+    serve_forever(project, host=host, port=port, grpc_port=grpc_port, graceful_s=graceful_s)
+
+
+def where(project: Project, host: str | None, port: int | None, grpc_port: int | None) -> tuple[str, int, int]:
+    """The host, port and gRPC port to serve on: those given, else the project's settings."""
+    settings = project.settings.serve
+    return host or settings.host, port or settings.port, settings.grpc_port if grpc_port is None else grpc_port
+
+
+def announce(host: str, port: int, grpc_port: int, processes: int) -> None:
+    """The line ``rung serve`` prints first: where each protocol is served."""
+    grpc_line = f"; OIP gRPC on {_address(host, grpc_port)}" if grpc_port else ""
+    many = f", {processes} processes" if processes > 1 else ""
+    print(f"rung gateway on http://{_address(host, port)} (OIP v2 under /v2, MLflow scoring under "
+          f"/invocations; /metrics, /openapi.json){grpc_line}{many}", flush=True)
+
+
+def serve_forever(project: Project, *, host: str, port: int, grpc_port: int, graceful_s: float,
+                  sockets: list[socket.socket] | None = None, replica: str | None = None, describe: bool = True,
+                  on_ready: Callable[[], None] | None = None) -> None:
+    """One gateway process under uvicorn until SIGTERM or SIGINT: alone, or one of several on ``sockets``.
+
+    ``replica`` names it among the replicas (``None``: ``serve.replica`` or
+    ``<hostname>-<port>``); ``describe`` prints what it serves once up;
+    ``on_ready`` is called once it listens with its models loaded.
+    """
     import uvicorn
 
     from rung.serving.app import create_app
 
-    settings = project.settings.serve
     # The event loop and the prediction threads share the GIL; a shorter switch interval
     # lets the loop answer, route and parse while a long predict runs.
     sys.setswitchinterval(0.001)
-    host, port = host or settings.host, port or settings.port
-    app = create_app(project, host=host, port=port)
+    app = create_app(project, host=host, port=port, replica=replica)
     config = uvicorn.Config(
         app,
         host=host,
@@ -63,16 +93,14 @@ def run_gateway(project: Project, *, host: str | None = None, port: int | None =
         loop=_LOOP,
         http=_HTTP,
         access_log=False,
+        proxy_headers=False,  # the gateway reads no client address: X-Forwarded-For would cost every request
         log_level="warning",
         timeout_graceful_shutdown=math.ceil(graceful_s),
         lifespan="on",
     )
-    grpc_port = settings.grpc_port if grpc_port is None else grpc_port
-    server = _server(config, app.state.gateway, grpc_port, graceful_s, announce=True)
-    grpc_line = f"; OIP gRPC on {_address(config.host, grpc_port)}" if grpc_port else ""
-    print(f"rung gateway on http://{_address(config.host, config.port)} (OIP v2 under /v2, MLflow scoring under "
-          f"/invocations; /metrics, /openapi.json){grpc_line}", flush=True)
-    server.run()
+    server = _server(config, app.state.gateway, grpc_port, graceful_s, standalone=True, describe=describe,
+                     shared=sockets is not None, on_ready=on_ready)
+    server.run(sockets=sockets)
 
 
 _LOOP = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
@@ -83,12 +111,15 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _server(config: uvicorn.Config, gateway: Gateway, grpc_port: int, graceful_s: float, *, announce: bool) -> uvicorn.Server:
+def _server(config: uvicorn.Config, gateway: Gateway, grpc_port: int, graceful_s: float, *, standalone: bool,
+            describe: bool = False, shared: bool = False, on_ready: Callable[[], None] | None = None) -> uvicorn.Server:
     """uvicorn's server for the gateway's app, with the gRPC service on its loop (``grpc_port`` 0: none).
 
-    ``announce`` (``rung serve``): print what is served once it is up, freeze
-    what startup loaded out of the collector, and on shutdown give
-    connections accepted a moment ago the time to have their request read.
+    ``standalone`` (``rung serve``, a process of its own): freeze what
+    startup loaded out of the collector, and on shutdown give connections
+    accepted a moment ago the time to have their request read; ``describe``:
+    print what is served once it is up; ``shared``: one of several gateway
+    processes on the ports (the supervisor checked they were free).
     """
     import uvicorn
 
@@ -99,7 +130,7 @@ def _server(config: uvicorn.Config, gateway: Gateway, grpc_port: int, graceful_s
             if grpc_port:
                 from rung.serving.grpc.service import GrpcServer
 
-                self.grpc = GrpcServer(gateway, config.host, grpc_port)
+                self.grpc = GrpcServer(gateway, config.host, grpc_port, shared=shared)
                 self.grpc.bind()  # before the models load: a port in use fails at once
             try:
                 await super().startup(sockets)  # the app's startup included: the models are loaded
@@ -111,12 +142,15 @@ def _server(config: uvicorn.Config, gateway: Gateway, grpc_port: int, graceful_s
                 return
             if self.grpc is not None:
                 await self.grpc.start()
-            if not announce:
+            if on_ready is not None:
+                on_ready()
+            if describe:
+                for runtime in gateway.pool.runtimes.values():
+                    print(f"  {runtime.describe()}", flush=True)
+                for gap in gateway.pool.not_served():
+                    print(f"  {gap['model']}:{gap['version']}: NOT SERVED: {gap['reason']}", flush=True)
+            if not standalone:
                 return
-            for runtime in gateway.pool.runtimes.values():
-                print(f"  {runtime.describe()}", flush=True)
-            for gap in gateway.pool.not_served():
-                print(f"  {gap['model']}:{gap['version']}: NOT SERVED: {gap['reason']}", flush=True)
             # What is loaded now (libraries, models) lives as long as the process. Frozen, it is left out
             # of the garbage collector's full passes, which otherwise walk it every time objects of
             # requests in flight pile up: under 1,000 connections, passes of 0.2 s, a third of the time.
@@ -130,7 +164,7 @@ def _server(config: uvicorn.Config, gateway: Gateway, grpc_port: int, graceful_s
             # Stop accepting (REST and gRPC at once); calls in flight finish before the app's shutdown
             # stops the gateway they need.
             stopping = asyncio.ensure_future(self._stop_grpc(graceful_s))
-            if announce:
+            if standalone:
                 # Give connections accepted a moment ago the time to have their request read: uvicorn
                 # closes a connection with no request under way at once, and a request still unread in
                 # the socket's buffer would be answered by a reset.
@@ -192,10 +226,10 @@ def start_gateway(project: Project, *, host: str = "127.0.0.1", port: int = 0, g
         listener.close()
         raise
     gateway = app.state.gateway
-    config = uvicorn.Config(app, host=host, loop=_LOOP, http=_HTTP, access_log=False, log_level="warning",
+    config = uvicorn.Config(app, host=host, loop=_LOOP, http=_HTTP, access_log=False, proxy_headers=False, log_level="warning",
                             timeout_graceful_shutdown=math.ceil(graceful_s), lifespan="on")
     grpc_port = project.settings.serve.grpc_port if grpc_port is None else grpc_port
-    server = _server(config, gateway, grpc_port, graceful_s, announce=False)
+    server = _server(config, gateway, grpc_port, graceful_s, standalone=False)
     failure: list[BaseException] = []
 
     def serve() -> None:

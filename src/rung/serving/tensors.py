@@ -4,7 +4,8 @@ Both carry a tensor as its elements, flattened in row-major order, little
 endian, with no padding; a ``BYTES`` element is a 4-byte little-endian length
 and then that many bytes. Decoding goes straight from the bytes to a numpy
 array (one ``frombuffer``, no per-element work) and encoding is the array's
-own buffer, so a 1,000-row tensor costs a copy, not a parse.
+own buffer, so a 1,000-row tensor costs a copy, not a parse; a numeric
+column stays an array from there on (:func:`to_column`).
 
 Every problem is an :class:`~rung.errors.InputError` naming the tensor's
 field (``inputs[2].shape``), so REST answers a 4xx and gRPC
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -32,6 +33,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
 }
 OIP_TYPES = frozenset(DTYPES) | {"BF16", "BYTES"}
 _LENGTH = struct.Struct("<I")
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 def element_count(shape: list[int], where: str) -> int:
@@ -137,14 +139,19 @@ def encode(values: Any, datatype: str | None = None) -> tuple[str, bytes]:
     return datatype, np.ascontiguousarray(array, dtype=DTYPES[datatype]).tobytes()
 
 
-def to_column(values: np.ndarray | list[bytes], where: str) -> list[Any]:
-    """Decoded elements as a column's values: plain numbers, or text for ``BYTES`` (UTF-8).
+@overload
+def to_column(values: list[bytes], where: str) -> list[Any]: ...
+@overload
+def to_column(values: np.ndarray | list[bytes], where: str) -> list[Any] | np.ndarray: ...
+def to_column(values: np.ndarray | list[bytes], where: str) -> list[Any] | np.ndarray:
+    """Decoded elements as a column's values: an int64 or float64 array for numbers, a list of bools or text (UTF-8).
 
-    Columns stay Python lists, as JSON gives them, so that everything after
-    decoding (the signature check, batching, the request log) is the same
-    for every protocol; ``tolist`` is one C loop. NaN in a float tensor is a
-    missing value, as ``null`` is in JSON. Whether the column's kind fits
-    the model's signature is :func:`~rung.serving.protocols.check_columns`'s
+    A numeric tensor stays an array, as :func:`~rung.serving.protocols.check_columns`
+    makes JSON's numbers: int64 for integers, float64 for floats (a float16,
+    bfloat16 or float32 is exact in float64), NaN a missing value as ``null``
+    is in JSON; a ``UINT64`` beyond int64 and ``BOOL`` are plain Python values
+    (one ``tolist``, a C loop), as JSON gives them. Whether the column's kind
+    fits the model's signature is :func:`~rung.serving.protocols.check_columns`'s
     to say, naming the column.
     """
     if isinstance(values, list):
@@ -152,7 +159,10 @@ def to_column(values: np.ndarray | list[bytes], where: str) -> list[Any]:
             return list(map(bytes.decode, values))  # UTF-8
         except UnicodeDecodeError as exc:
             raise InputError(f"{where}: a BYTES element is not UTF-8 text ({exc.reason})", field=f"{where}.data") from None
+    kind = values.dtype.kind
+    if kind == "f":
+        return values.astype(np.float64)
+    if kind == "i" or (kind == "u" and (values.dtype.itemsize < 8 or not values.size or values.max() <= _INT64_MAX)):
+        return values.astype(np.int64)
     out: list[Any] = values.tolist()
-    if values.dtype.kind == "f" and np.isnan(values).any():
-        return [None if v != v else v for v in out]
     return out

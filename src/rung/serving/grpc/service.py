@@ -314,8 +314,9 @@ class GrpcServer:
     64 connections (single rows, the churn template, a 2-core machine).
     """
 
-    def __init__(self, gateway: Gateway, host: str, port: int) -> None:
+    def __init__(self, gateway: Gateway, host: str, port: int, *, shared: bool = False) -> None:
         self.gateway, self.host, self.port = gateway, host, port
+        self.shared = shared  # one of several gateway processes on the port: the supervisor checked it was free
         self.servers: list[grpc.aio.Server] = []
 
     @property
@@ -329,7 +330,7 @@ class GrpcServer:
                              "serve.grpc_port (0 turns gRPC off)", field="serve.grpc_port")
         # Asked before grpc binds: its listeners share ports (SO_REUSEPORT), so it would not see another server's
         # (and it logs its own error line). The probe does not share: any listener there makes it fail.
-        if self.port and not _free(self.host, self.port):
+        if self.port and not self.shared and not _free(self.host, self.port):
             raise in_use
         servicer = InferenceServicer(self.gateway)
         options = [("grpc.max_receive_message_length", self.gateway.max_body), ("grpc.max_send_message_length", -1)]
