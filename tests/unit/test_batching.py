@@ -158,3 +158,27 @@ def test_a_failed_batch_counts_no_compute_and_finish_answers_what_is_queued_befo
     assert len(asyncio.run(unload_while_queued())["predict"]) == 1
     with pytest.raises(RuntimeError):  # closed: it takes no more
         asyncio.run(runtime.predict({"x": [1.0], "c": ["a"]}, 1))
+
+
+def test_numpy_columns_of_concurrent_requests_meet_as_one_numpy_column() -> None:
+    import numpy as np
+
+    seen: list[dict[str, Any]] = []
+
+    def predictor(columns: dict[str, Any]) -> dict[str, Any]:
+        seen.append(columns)
+        return {"predict": list(range(len(columns["x"])))}
+
+    runtime = Runtime(MODEL, workers=[predictor], max_wait_ms=20.0)
+
+    async def together() -> list[dict[str, Any]]:
+        return await asyncio.gather(runtime.predict({"x": np.array([1.0, 2.0]), "c": ["a", "b"]}, 2),
+                                    runtime.predict({"x": np.array([3], dtype=np.int64), "c": ["c"]}, 1))
+
+    try:
+        answers = asyncio.run(together())
+    finally:
+        runtime.close()
+    (batch,) = seen
+    assert isinstance(batch["x"], np.ndarray) and batch["x"].dtype == np.float64 and batch["x"].tolist() == [1.0, 2.0, 3.0]
+    assert batch["c"] == ["a", "b", "c"] and [a["predict"] for a in answers] == [[0, 1], [2]]

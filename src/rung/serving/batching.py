@@ -25,7 +25,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from typing import Any
+
+import numpy as np
 
 from rung.models.loaded import LoadedModel
 from rung.models.signature import Columns, to_frame
@@ -261,9 +264,13 @@ def _limit_threads(threads: int) -> None:
 
 
 def _merge(parts: list[Columns]) -> Columns:
-    merged: Columns = {name: [] for name in parts[0]}
-    for part in parts:
-        for name, values in part.items():
-            merged[name].extend(values)
+    """One batch's columns: numpy columns joined by numpy (one dtype kept), the others as one list."""
+    merged: Columns = {}
+    for name in parts[0]:
+        pieces = [part[name] for part in parts]
+        if all(isinstance(p, np.ndarray) for p in pieces):
+            merged[name] = np.concatenate(pieces)
+        else:
+            merged[name] = list(chain.from_iterable(pieces))
     return merged
 

@@ -202,7 +202,7 @@ class Gateway:
         key_field = self.settings.key_field
         if key is None and key_field and key_field in raw and len(raw[key_field]):
             first = raw[key_field][0]
-            key = None if first is None else str(first)
+            key = None if first is None or first != first else str(first)  # NaN: a binary tensor's missing value
         runtime, variant, table = self.pool.pick(request.model, request.version, key)
         try:
             columns = self.inputs(raw, runtime)

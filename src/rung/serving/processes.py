@@ -33,7 +33,6 @@ The parent only supervises (:func:`run_processes`):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -42,6 +41,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -134,8 +134,7 @@ def run_processes(project: Project, *, processes: int, host: str | None = None, 
     finally:
         for child in children:
             if child.process.is_alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.process.pid or 0, signal.SIGTERM)
+                child.process.terminate()  # SIGTERM: the child drains
         deadline = time.monotonic() + graceful_s + 15
         for child in children:
             child.process.join(max(0.0, deadline - time.monotonic()))
@@ -148,7 +147,7 @@ def run_processes(project: Project, *, processes: int, host: str | None = None, 
     return code
 
 
-def _supervise(children: list[_Child], start: Any, stopping: threading.Event) -> int:
+def _supervise(children: list[_Child], start: Callable[[int], _Child], stopping: threading.Event) -> int:
     """Restart children that die until ``stopping``; 1 at once if one dies before its first readiness."""
     first = set(range(len(children)))  # children that have not been ready yet since the gateway started
     while not stopping.is_set():

@@ -37,6 +37,7 @@ CSV_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 # The exact types of a column that needs no value-by-value look: JSON's numbers (bool is not among them) or text.
 _NUMBERS = frozenset({int, float, type(None)})
 _TEXT = frozenset({str, type(None)})
+_LOOK_FOR_NAN = 32  # from this many floats up, one np.isnan over the array is cheaper than a test per value
 
 
 def parse_mlflow(body: Any, columns: list[Column]) -> tuple[Columns, int]:
@@ -299,10 +300,8 @@ def _checked_array(values: np.ndarray, column: Column) -> Any:
 def to_jsonable(values: Any) -> list[Any]:
     """A numpy array as plain JSON values (NaN becomes null): one ``tolist``, and a pass for NaN only if there is one."""
     out = values.tolist() if hasattr(values, "tolist") else list(values)
-    if isinstance(values, np.ndarray) and values.dtype.kind in "biu":
+    if not out or not isinstance(out[0], float):
         return out
-    if isinstance(values, np.ndarray) and values.dtype.kind == "f" and not np.isnan(values).any():
+    if len(out) > _LOOK_FOR_NAN and isinstance(values, np.ndarray) and not np.isnan(values).any():
         return out
-    if out and isinstance(out[0], float):
-        return [None if v != v else v for v in out]
-    return out
+    return [None if v != v else v for v in out]

@@ -74,7 +74,7 @@ Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
 def decode_inputs(request: Any, columns: list[Column]) -> tuple[Columns, int]:
     """A ``ModelInferRequest``'s inputs → raw columns and row count, laid out as a REST OIP body's.
 
-    Each tensor is decoded to a plain list (:func:`rung.serving.tensors.to_column`),
+    Each tensor is decoded to a column (:func:`rung.serving.tensors.to_column`: numpy for numbers),
     then :func:`~rung.serving.oip.parse_oip` lays the tensors out, so the
     two protocols accept the same shapes and refuse them in the same words.
     """
