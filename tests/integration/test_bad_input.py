@@ -21,6 +21,12 @@ def test_outside_a_project(tmp_path: Path) -> None:
     one_line_error(rung_cli("run", cwd=tmp_path), "no rung.yaml", "rung init")
 
 
+def test_a_demo_whose_drift_comes_after_its_last_day_is_refused_before_it_starts(tmp_path: Path) -> None:
+    one_line_error(rung_cli("demo", "--days", "12", "--drift-day", "12", "--keep", str(tmp_path / "d")), "--drift-day 12",
+                   "more --days")
+    assert not (tmp_path / "d").exists()
+
+
 def test_malformed_yaml_names_the_line(project_dir: Path) -> None:
     (project_dir / "rung.yaml").write_text("name: churn\ndata:\n  source: [unclosed\n")
     one_line_error(rung_cli("run", cwd=project_dir), "rung.yaml", "line")

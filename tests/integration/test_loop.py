@@ -53,11 +53,12 @@ def test_demo_closes_the_loop_without_a_human(demo: tuple[Path, subprocess.Compl
 
 @pytest.mark.slow
 def test_a_demo_too_short_to_close_the_loop_exits_1_and_says_where_it_stopped(tmp_path: Path) -> None:
-    """12 days: the drift starts on day 8, and the A/B test of the retrained version cannot finish in time."""
-    result = rung_cli("demo", "--days", "12", "--keep", str(tmp_path / "churn"), timeout=600, env={"COLUMNS": "200"})
+    """12 days with the drift on day 11: two drifted days cannot make the sustained drift (3 windows) that triggers retraining."""
+    result = rung_cli("demo", "--days", "12", "--drift-day", "11", "--keep", str(tmp_path / "churn"), timeout=600,
+                      env={"COLUMNS": "200"})
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "error: the demo's loop did not close: " in result.stderr, result.stderr
+    assert "error: the demo's loop did not close: no retraining was triggered in 12 days" in result.stderr, result.stderr
 
 
 def test_drift_is_detected_after_it_starts_and_not_before(demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:

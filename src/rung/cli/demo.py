@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
 def demo(
     keep: Path | None = typer.Option(None, "--keep", help="Create the demo project here and keep it to explore."),
     days: int = typer.Option(20, "--days", min=12, max=120, help="Simulated days to play."),
+    drift_day: int = typer.Option(8, "--drift-day", min=1, max=119,
+                                  help="The simulated day the world changes (before --days, or the loop has nothing to close)."),
 ) -> None:
     """The whole loop on a bundled churn scenario, under a simulated clock: drift ▸ alert ▸ retrain ▸ A/B ▸ recovery."""
     import logging
@@ -28,10 +30,13 @@ def demo(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from rung.demo.run import loop_gap, run_demo
-    from rung.errors import LoopNotClosed, ProjectExists
+    from rung.demo.scenario import Scenario
+    from rung.errors import ConfigError, LoopNotClosed, ProjectExists
     from rung.project import Project
     from rung.timeline import chains_of
 
+    if drift_day >= days:
+        raise ConfigError(f"--drift-day {drift_day} is not before the last day ({days}); give a smaller --drift-day or more --days")
     if keep is not None and keep.exists() and any(keep.iterdir()):
         raise ProjectExists(f"{keep} exists and is not empty; give --keep a new directory")
     alerts_log = logging.getLogger("rung.alerts")  # the demo prints each alert itself, once
@@ -64,7 +69,7 @@ def demo(
                         progress.console.print(f"day {data['day']:>2} [green]promoted[/]: the A/B test found the winner")
                     progress.update(task, completed=data["day"] + 1, description=_day_line(data))
 
-            result = run_demo(root, days=days, on_event=on_event)
+            result = run_demo(root, days=days, scenario=Scenario(drift_day=drift_day), on_event=on_event)
         project = Project.open(result.root)
         try:
             for record, evs in chains_of(project, project.settings.model_name, 3):

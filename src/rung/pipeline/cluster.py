@@ -19,16 +19,20 @@ connected closes it. Ray is imported only here, and only when asked.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
 from typing import Any
 
 from rung.errors import MissingDependency, RungError
 
-__all__ = ["RayConnection", "connect_ray", "LOCAL_OBJECT_STORE_BYTES"]
+__all__ = ["RayConnection", "connect_ray", "LOCAL_OBJECT_STORE_BYTES", "CLIENT_RETRY_PAUSES_S"]
 
 # A local instance's object store: inputs travel through the artifact store, not Ray's, so a small one does.
 LOCAL_OBJECT_STORE_BYTES = 100 * 1024**2
+# Ray Client's head starts a server process for each driver that connects; on a busy head that start can fail
+# ("Initialization failure from server") and succeed a moment later, so a ray:// connection is tried again after these.
+CLIENT_RETRY_PAUSES_S = (2.0, 5.0)
 
 
 @dataclass
@@ -106,21 +110,37 @@ def connect_ray(
         options = {"num_cpus": max(1, local_cpus or os.cpu_count() or 1), "object_store_memory": LOCAL_OBJECT_STORE_BYTES}
     if runtime_env:
         options["runtime_env"] = runtime_env
-    try:
-        ray.init(
-            # "local": a new instance even where `ray start` once left its address in /tmp/ray (None would join that)
-            address=address or "local",
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            ignore_reinit_error=True,
-            **options,
-        )
-    except Exception as exc:
-        where = address or "a local instance"
-        first = (str(exc) or type(exc).__name__).strip().splitlines()[0]
-        raise RungError(f"{purpose}: cannot connect to Ray ({where}): {first}") from exc
+    where = address or "a local instance"
+    pauses = list(CLIENT_RETRY_PAUSES_S) if address and address.startswith("ray://") else []
+    while True:
+        try:
+            ray.init(
+                # "local": a new instance even where `ray start` once left its address in /tmp/ray (None would join that)
+                address=address or "local",
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                ignore_reinit_error=True,
+                **options,
+            )
+            break
+        except ConnectionAbortedError as exc:  # Ray Client: the head could not start this driver's server (yet)
+            if not pauses:
+                raise RungError(f"{purpose}: cannot connect to Ray ({where}): {_last_line(exc)}") from exc
+            time.sleep(pauses.pop(0))
+        except Exception as exc:
+            raise RungError(f"{purpose}: cannot connect to Ray ({where}): {_first_line(exc)}") from exc
     return RayConnection(ray, address, owns=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).strip().splitlines()[0]
+
+
+def _last_line(exc: BaseException) -> str:
+    """The server's own error: Ray Client sends the head's traceback, whose last line says what failed."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _amount(resource: str, value: float) -> str:
