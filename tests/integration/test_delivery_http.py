@@ -22,7 +22,9 @@ FAST = """
 deploy:
   strategy: canary
   grace_s: 5
-  canary: {steps: [50, 100], window_s: 2, min_requests: 20, max_extensions: 5}
+  # latency_slack_ms: a 2 s window's p99 is its second-slowest request, which a busy test machine can double;
+  # this test is about failed requests across the swap, the latency guardrail has its own tests
+  canary: {steps: [50, 100], window_s: 2, min_requests: 20, max_extensions: 5, latency_slack_ms: 200}
 """
 
 
