@@ -95,25 +95,28 @@ class Case:
     stages: dict[str, Callable[[], Any]]
 
 
-def mlflow_case(name: str, model: LoadedModel, content: bytes) -> Case:
+def _case(name: str, model: LoadedModel, parse: Callable[[], tuple[Any, Asked]],
+          encode: Callable[[dict[str, Any], Asked], bytes]) -> Case:
+    """The stages of one protocol: ``parse`` gives the raw columns and the outputs asked; ``encode`` the answer."""
     signature = model.columns
+    raw, asked = parse()
+    checked = check_columns(raw, signature)
+    outputs = predict_columns(model, checked)
 
-    def parse() -> Any:
-        return parse_mlflow(parse_json(content), signature)
+    def total() -> bytes:
+        raw, asked = parse()
+        return encode(predict_columns(model, check_columns(raw, signature)), asked)
 
-    raw, _ = parse()
+    return Case(name, {"parse": parse, "check": lambda: check_columns(raw, signature),
+                       "predict": lambda: predict_columns(model, checked), "encode": lambda: encode(outputs, asked),
+                       "total": total})
 
-    def check() -> Any:
-        return check_columns(raw, signature)
 
-    checked = check()
+def mlflow_case(name: str, model: LoadedModel, content: bytes) -> Case:
+    def parse() -> tuple[Any, Asked]:
+        return parse_mlflow(parse_json(content), model.columns)[0], NOTHING_ASKED
 
-    def predict() -> Any:
-        return predict_columns(model, checked)
-
-    outputs = predict()
-
-    def encode(outputs: dict[str, Any] = outputs) -> bytes:
+    def encode(outputs: dict[str, Any], _: Asked) -> bytes:
         body: dict[str, Any] = {"predictions": to_jsonable(outputs["predict"]),
                                 "rung": {"model": model.name, "version": model.version, "variant": "champion",
                                          "request_id": "r"}}
@@ -121,45 +124,19 @@ def mlflow_case(name: str, model: LoadedModel, content: bytes) -> Case:
             body["probabilities"] = to_jsonable(outputs["proba"])
         return orjson.dumps(body)
 
-    def total() -> bytes:
-        raw, _ = parse_mlflow(parse_json(content), signature)
-        return encode(predict_columns(model, check_columns(raw, signature)))
-
-    return Case(name, {"parse": parse, "check": check, "predict": predict, "encode": encode, "total": total})
+    return _case(name, model, parse, encode)
 
 
 def oip_case(name: str, model: LoadedModel, content: bytes) -> Case:
-    signature = model.columns
     head = {"model_name": model.name, "model_version": str(model.version), "id": "r",
             "parameters": {"variant": "champion", "routing_revision": 1}}
 
-    def parse() -> Any:
-        body, binary = split_body(content, None)
-        asked_outputs(body)
-        return parse_oip(body, signature, binary)
-
-    raw, _ = parse()
-
-    def check() -> Any:
-        return check_columns(raw, signature)
-
-    checked = check()
-
-    def predict() -> Any:
-        return predict_columns(model, checked)
-
-    outputs = predict()
-
-    def encode(outputs: dict[str, Any] = outputs, asked: Asked = NOTHING_ASKED) -> bytes:
-        return infer_body(head, outputs, asked)[0]
-
-    def total() -> bytes:
+    def parse() -> tuple[Any, Asked]:
         body, binary = split_body(content, None)
         asked = asked_outputs(body)
-        raw, _ = parse_oip(body, signature, binary)
-        return encode(predict_columns(model, check_columns(raw, signature)), asked)
+        return parse_oip(body, model.columns, binary)[0], asked
 
-    return Case(name, {"parse": parse, "check": check, "predict": predict, "encode": encode, "total": total})
+    return _case(name, model, parse, lambda outputs, asked: infer_body(head, outputs, asked)[0])
 
 
 def per_call_us(call: Callable[[], Any], iterations: int) -> float:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import pytest
 
 if TYPE_CHECKING:
+    import httpx
     import psutil
 
 RUNG = str(Path(sys.executable).with_name("rung"))
@@ -77,6 +79,67 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return httpx.get(url, timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+class Load:
+    """Client threads that send requests until the block ends: what a server must keep answering through a change.
+
+    ``send(client)`` makes one request on the thread's own ``httpx.Client``
+    (or opens a new connection itself, where the test needs the kernel to
+    pick a process). Every outcome is kept in order: the status code, or
+    ``refused`` (nothing listens: the thread stops, as a client would), or
+    ``broken: ...`` for a connection cut mid-request (the thread stops too).
+    ``answers`` holds each 200 with the time it came back.
+    """
+
+    def __init__(self, send: Callable[[httpx.Client], httpx.Response], *, base_url: str = "", threads: int = 2,
+                 pause_s: float = 0.0) -> None:
+        self.send, self.base_url, self.pause_s = send, base_url, pause_s
+        self.outcomes: list[str] = []
+        self.answers: list[tuple[float, httpx.Response]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def ok(self) -> int:
+        return self.outcomes.count("200")
+
+    def failures(self, *allowed: str) -> list[str]:
+        """Every outcome that is neither a 200 nor one of ``allowed`` (e.g. ``refused`` while a server drains)."""
+        return [o for o in self.outcomes if o != "200" and o not in allowed]
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    response = self.send(client)
+                except httpx.ConnectError:
+                    self.outcomes.append("refused")
+                    return
+                except httpx.HTTPError as exc:
+                    self.outcomes.append(f"broken: {exc!r}")
+                    return
+                if response.status_code == 200:
+                    self.answers.append((time.monotonic(), response))
+                    self.outcomes.append("200")
+                else:
+                    self.outcomes.append(f"{response.status_code}: {response.text[:300]}")
+                if self.pause_s:
+                    time.sleep(self.pause_s)
 
 
 def stop_processes(*processes: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 30) -> None:

@@ -6,7 +6,6 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import RUNG, rung_cli, stop_processes
+from tests.conftest import RUNG, Load, rung_cli, stop_processes
 
 ROW = {"tenure_months": 54, "monthly_charges": 77.73, "contract": "one-year", "region": "north",
        "support_calls": 1, "age": 42, "paperless_billing": "no"}
@@ -53,9 +52,6 @@ def test_canary_promoted_over_http_without_a_failed_request(project: Path) -> No
     log = open(project / "processes.log", "w")
     gateway = subprocess.Popen([RUNG, "serve", "--port", str(port)], cwd=project, stdout=log, stderr=subprocess.STDOUT)
     controller = subprocess.Popen([RUNG, "controller", "--interval", "0.2"], cwd=project, stdout=log, stderr=subprocess.STDOUT)
-    answers: list[tuple[float, int, str]] = []
-    failures: list[str] = []
-    stop = threading.Event()
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -67,39 +63,24 @@ def test_canary_promoted_over_http_without_a_failed_request(project: Path) -> No
         else:
             pytest.fail("gateway did not become ready: " + (project / "processes.log").read_text()[-2000:])
 
-        def load() -> None:
-            with httpx.Client(base_url=url, timeout=10) as client:
-                while not stop.is_set():
-                    try:
-                        r = client.post("/invocations", json={"dataframe_records": [ROW]})
-                        if r.status_code == 200:
-                            answers.append((time.monotonic(), int(r.headers["x-rung-model-version"]), r.headers["x-request-id"]))
-                        else:
-                            failures.append(r.text)
-                    except httpx.HTTPError as exc:
-                        failures.append(repr(exc))
-                    time.sleep(0.005)
-
-        threads = [threading.Thread(target=load) for _ in range(2)]
-        for t in threads:
-            t.start()
-        time.sleep(1)
-        deployed = rung_cli("deploy", "churn:2", "--force", "--json", cwd=project)
-        assert deployed.returncode == 0, deployed.stderr
-        started = time.monotonic()
-        promoted = None
-        while time.monotonic() - started < 90:
-            state = json.loads(rung_cli("status", "--json", cwd=project).stdout)[0]
-            if state["rollout"]["state"] in ("promoted", "rolled_back"):
-                promoted = time.monotonic() - started
-                break
-            time.sleep(0.5)
-        assert state["rollout"]["state"] == "promoted", state
-        time.sleep(1.0)  # answers after the switch
-        stop.set()
-        for t in threads:
-            t.join()
-        assert failures == []
+        load = Load(lambda client: client.post("/invocations", json={"dataframe_records": [ROW]}), base_url=url,
+                    pause_s=0.005)
+        with load:
+            time.sleep(1)
+            deployed = rung_cli("deploy", "churn:2", "--force", "--json", cwd=project)
+            assert deployed.returncode == 0, deployed.stderr
+            started = time.monotonic()
+            promoted = None
+            while time.monotonic() - started < 90:
+                state = json.loads(rung_cli("status", "--json", cwd=project).stdout)[0]
+                if state["rollout"]["state"] in ("promoted", "rolled_back"):
+                    promoted = time.monotonic() - started
+                    break
+                time.sleep(0.5)
+            assert state["rollout"]["state"] == "promoted", state
+            time.sleep(1.0)  # answers after the switch
+        assert load.failures() == []
+        answers = [(at, int(r.headers["x-rung-model-version"]), r.headers["x-request-id"]) for at, r in load.answers]
         after = [v for at, v, _ in answers if at > started + promoted + 0.5]
         assert after and set(after) == {2}
         assert state["aliases"] == {"champion": 2}
@@ -124,6 +105,5 @@ def test_canary_promoted_over_http_without_a_failed_request(project: Path) -> No
         steps = [e["data"]["to"] for e in json.loads(history.stdout) if e["kind"] == "rollout"]
         assert steps[-1] == "promoted" and set(steps[:-1]) <= {"running"}, steps  # steps and extensions, then promoted
     finally:
-        stop.set()
         stop_processes(controller, gateway)
         log.close()

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import RUNG, rung_cli
+from tests.conftest import RUNG, Load, rung_cli
 from tests.integration.test_gateway import ROW, _free_port, oip
 
 PROCESSES = 2
@@ -117,27 +116,12 @@ def test_routing_changes_stickiness_and_shadows_hold_across_both_processes(train
     made = rung_cli("token", "create", "--role", "deployer", "--json", cwd=trained)
     token = json.loads(made.stdout)["token"]
     with serving(trained) as gateway:
-        failures: list[str] = []
-        stop = threading.Event()
-
-        def load() -> None:
-            while not stop.is_set():
-                try:
-                    response = gateway.answer()
-                    if response.status_code != 200:
-                        failures.append(response.text)
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-
         def route(body: dict) -> None:
             put = httpx.put(f"{gateway.url}/api/routes/churn", json=body | {"reason": "test"},
                             headers={"authorization": f"Bearer {token}"}, timeout=30)
             assert put.status_code == 200, put.text
 
-        threads = [threading.Thread(target=load) for _ in range(3)]
-        for thread in threads:
-            thread.start()
-        try:
+        with Load(lambda _: gateway.answer(), threads=3) as load:
             for body, expected in (({"variants": [{"name": "canary", "version": 2}]}, {2}),
                                    ({"variants": [{"name": "champion", "version": 1}]}, {1}),
                                    ({"variants": [{"name": "canary", "version": 2}]}, {2})):
@@ -145,11 +129,7 @@ def test_routing_changes_stickiness_and_shadows_hold_across_both_processes(train
                 # 20 new connections land on both processes: every one of them has the change
                 _wait(lambda e=expected: {int(gateway.answer().headers["x-rung-model-version"]) for _ in range(20)} == e,
                       30, f"the change to {expected}")
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join()
-        assert failures == []
+        assert load.failures() == []
 
         route({"variants": [{"name": "a", "version": 1, "weight": 1}, {"name": "b", "version": 2, "weight": 1}]})
         _wait(lambda: len({gateway.answer(f"k{i}").headers["x-rung-model-version"] for i in range(30)}) == 2, 30, "a split")
@@ -160,35 +140,12 @@ def test_routing_changes_stickiness_and_shadows_hold_across_both_processes(train
 def test_sigterm_drains_both_processes_and_every_answer_is_logged(trained: Path) -> None:
     from rung.monitor.logreader import RequestLogReader
 
-    with serving(trained) as gateway:
-        outcomes: list[str] = []
-        answered: list[str] = []
-        stop = threading.Event()
-
-        def call() -> None:
-            while not stop.is_set():
-                try:
-                    response = gateway.answer(rows=20)
-                    outcomes.append(str(response.status_code))
-                    if response.status_code == 200:
-                        answered.append(response.headers["x-request-id"])
-                except httpx.ConnectError:
-                    outcomes.append("refused")
-                    return
-                except httpx.HTTPError as exc:
-                    outcomes.append(f"broken: {exc!r}")
-                    return
-
-        threads = [threading.Thread(target=call) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        _wait(lambda: outcomes.count("200") >= 20, 20, "answers before the signal")
+    with serving(trained) as gateway, Load(lambda _: gateway.answer(rows=20), threads=4) as load:
+        _wait(lambda: load.ok() >= 20, 20, "answers before the signal")
         gateway.process.send_signal(signal.SIGTERM)
         assert gateway.process.wait(timeout=60) == 0, gateway.log()
-        stop.set()
-        for thread in threads:
-            thread.join()
-    assert set(outcomes) <= {"200", "refused"}, [o for o in outcomes if o not in ("200", "refused")]
+    assert load.failures("refused") == []
+    answered = [r.headers["x-request-id"] for _, r in load.answers]
     logged = RequestLogReader(trained / ".rung" / "requests").window(
         "churn", datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
     mine = logged[logged["request_id"].isin(answered) & ~logged["shadow"]]

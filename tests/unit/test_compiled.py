@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
 from sklearn.pipeline import make_pipeline
@@ -223,7 +223,7 @@ def test_an_estimator_that_refuses_missing_values_is_matched_by_the_compiled_rou
 
 @pytest.mark.parametrize(("name", "lowered"), [
     ("one-hot + scaled + passthrough → logistic regression", ("_OneHot", "_Impute", "_Scale", "_Logistic")),
-    ("one-hot → boosted trees", ("_OneHot", "_Impute", "_Scale")),
+    ("one-hot → boosted trees", ("_OneHot", "_Impute", "_Scale", "_Boosted")),
     ("one-hot → nested impute + logistic", ("_OneHot", "_Impute", "_Scale", "_Impute", "_Logistic")),
 ])
 def test_simple_steps_run_as_numpy_and_answer_the_same(name: str, lowered: tuple[str, ...]) -> None:
@@ -233,6 +233,39 @@ def test_simple_steps_run_as_numpy_and_answer_the_same(name: str, lowered: tuple
     assert compiled is not None, why
     assert compiled.lowered == lowered
     _assert_same_answers(model, compiled, seed=11)
+
+
+@pytest.mark.parametrize("kind", ["two classes", "three classes", "regression"])
+def test_boosted_trees_walked_in_numpy_answer_to_the_bit_with_missing_values_and_large_batches(kind: str) -> None:
+    """Small batches go down every tree at once; a batch past MAX_ROWS (40 rows here) is scikit-learn's again."""
+    from rung.models.lowered import _Boosted
+
+    train = _frame(800, seed=3)
+    train.loc[train.index % 11 == 0, "calls"] = np.nan  # NaN reaching the trees, not only the imputed column
+    if kind == "regression":
+        estimator = make_pipeline(_encoder(), HistGradientBoostingRegressor(max_iter=80, random_state=0))
+        target: Any = train["tenure"].to_numpy() * 1.5
+    else:
+        estimator = make_pipeline(_encoder(), HistGradientBoostingClassifier(max_iter=80, random_state=0))
+        target = _target(train) if kind == "two classes" else np.asarray(train["tenure"] // 25, dtype=int)
+    model = _model(estimator.fit(train, target), task="regression" if kind == "regression" else "classification")
+    compiled, why = compile_model(model, train)
+    assert compiled is not None, why
+    assert compiled.lowered[-1] == "_Boosted"
+    assert max(len(c["tenure"]) for c in _requests(5)) > _Boosted.MAX_ROWS
+    for seed in (5, 6):
+        _assert_same_answers(model, compiled, seed=seed)
+
+
+def test_boosted_trees_with_native_categories_stay_on_scikit_learn() -> None:
+    train = _frame(500)
+    calls = 9  # after the encoder: 3 + 4 one-hot columns, charges, tenure, then calls
+    estimator = make_pipeline(_encoder(), HistGradientBoostingClassifier(max_iter=20, categorical_features=[calls]))
+    model = _model(estimator.fit(train, _target(train)))
+    compiled, why = compile_model(model, train)
+    assert compiled is not None, why
+    assert "_Boosted" not in compiled.lowered
+    _assert_same_answers(model, compiled)
 
 
 def test_numeric_columns_as_arrays_answer_as_lists_do() -> None:

@@ -7,7 +7,8 @@ dict lookups, the validation around it hundreds of microseconds (in
 about 2.5 ms a request, 0.1 ms lowered). :func:`lower` gives, for the steps whose arithmetic is simple and
 whose fitted state is public (a one-hot encoder without dropped or
 infrequent categories, a ``SimpleImputer`` filling NaN, a
-``StandardScaler``, a ``LogisticRegression``), an object with the same
+``StandardScaler``, a ``LogisticRegression``, a ``HistGradientBoosting``
+classifier or regressor on numbers), an object with the same
 ``transform`` / ``predict`` / ``predict_proba`` doing that arithmetic
 with the same numpy operations in the same order, so the answers are the
 same to the bit; anything else is left as it is.
@@ -63,6 +64,7 @@ def lower_final(final: Any) -> Any:
 
     ``final`` itself when none could be.
     """
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
@@ -71,7 +73,12 @@ def lower_final(final: Any) -> Any:
         return final
     *transforms, estimator = steps
     lowered = [lower(step) for step in transforms]
-    last = (_Logistic.of(estimator) or estimator) if type(estimator) is LogisticRegression else estimator
+    kind = type(estimator)
+    last: Any = estimator
+    if kind is LogisticRegression:
+        last = _Logistic.of(estimator) or estimator
+    elif kind in (HistGradientBoostingClassifier, HistGradientBoostingRegressor):
+        last = _Boosted.of(estimator) or estimator
     if all(a is b for a, b in zip([*lowered, last], steps, strict=True)):
         return final
     if not lowered and not isinstance(final, Pipeline):
@@ -290,3 +297,82 @@ class _Logistic(_Lowered):
             expit(scores, out=scores)
             return np.stack([1 - scores, scores], axis=1)
         return softmax(scores, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class _Boosted(_Lowered):
+    """``HistGradientBoosting*`` on numeric inputs: every tree walked at once, one level at a time, in numpy.
+
+    scikit-learn calls each tree's predictor in turn, about 12 µs a tree and
+    call whatever the rows: 2.5 ms for one row through 200 trees, nearly all
+    of a small request's time. Here the rows go down all the trees together,
+    a few array operations a level, with scikit-learn's rule at each node:
+    NaN goes the side the node learnt, otherwise ``x <= threshold`` goes left.
+    The leaf values are added tree by tree onto the baseline (a cumulative
+    sum, the order of scikit-learn's ``+=``), so the raw scores, and the
+    probabilities scikit-learn's own loss makes of them, are the same to the
+    bit. Models with native categorical splits are left to scikit-learn, and
+    so are batches over :data:`MAX_ROWS` rows, where its per-tree loop over
+    the rows costs little.
+    """
+
+    MAX_ROWS = 32
+
+    fitted: Any
+    feature: np.ndarray  # per node of all the trees: the feature it splits on (0 at a leaf)
+    threshold: np.ndarray
+    missing_left: np.ndarray
+    left: np.ndarray  # the node's children as indices into these arrays; a leaf is its own child
+    right: np.ndarray
+    value: np.ndarray
+    roots: np.ndarray  # each tree's root, iteration by iteration, the trees of one iteration in class order
+    levels: int  # the deepest leaf's depth: steps down that every row takes
+
+    @classmethod
+    def of(cls, model: Any) -> _Boosted | None:
+        if getattr(model, "_preprocessor", None) is not None or not model._predictors:
+            return None
+        trees = [tree.nodes for iteration in model._predictors for tree in iteration]
+        if any(nodes["is_categorical"].any() for nodes in trees) or model._baseline_prediction.dtype != np.float64:
+            return None
+        starts = np.cumsum([0] + [len(nodes) for nodes in trees[:-1]])
+        nodes = np.concatenate(trees)
+        leaf = nodes["is_leaf"].astype(bool)
+        own = np.arange(len(nodes))
+        offset = np.repeat(starts, [len(n) for n in trees])
+        left = np.where(leaf, own, nodes["left"].astype(np.intp) + offset)
+        right = np.where(leaf, own, nodes["right"].astype(np.intp) + offset)
+        return cls(model, np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp),
+                   nodes["num_threshold"].astype(np.float64), nodes["missing_go_to_left"].astype(bool), left, right,
+                   nodes["value"].astype(np.float64), starts.astype(np.intp), int(nodes["depth"].max()))
+
+    def _takes(self, X: Any) -> bool:
+        return super()._takes(X) and X.shape[1] == self.fitted.n_features_in_ and 0 < X.shape[0] <= self.MAX_ROWS
+
+    def _raw(self, X: np.ndarray) -> np.ndarray:
+        """What scikit-learn's ``_raw_predict`` gives: (rows, trees per iteration)."""
+        rows = np.arange(X.shape[0])[:, None]
+        node = np.broadcast_to(self.roots, (X.shape[0], len(self.roots)))
+        for _ in range(self.levels):
+            x = X[rows, self.feature[node]]
+            goes_left = np.where(np.isnan(x), self.missing_left[node], x <= self.threshold[node])
+            node = np.where(goes_left, self.left[node], self.right[node])
+        per_class = self.fitted.n_trees_per_iteration_
+        leaves = self.value[node].reshape(X.shape[0], -1, per_class)
+        baseline = np.broadcast_to(self.fitted._baseline_prediction.reshape(1, 1, per_class), (X.shape[0], 1, per_class))
+        return np.concatenate([baseline, leaves], axis=1).cumsum(axis=1)[:, -1, :]
+
+    def predict(self, X: Any) -> Any:
+        if not self._takes(X):
+            return self.fitted.predict(X)
+        raw = self._raw(X)
+        if not hasattr(self.fitted, "classes_"):
+            return self.fitted._loss.link.inverse(raw.ravel())
+        encoded = (raw.ravel() > 0).astype(int) if raw.shape[1] == 1 else np.argmax(raw, axis=1)
+        return self.fitted.classes_[encoded]
+
+    def predict_proba(self, X: Any) -> Any:
+        if not self._takes(X):
+            return self.fitted.predict_proba(X)
+        return self.fitted._loss.predict_proba(self._raw(X))
+

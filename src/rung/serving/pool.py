@@ -19,6 +19,9 @@ table names any more is unloaded after a grace period. What this replica
 serves (:attr:`VersionPool.applied`) changes only at a swap, so it never
 reports a revision whose versions are not loaded and warm.
 
+How one version becomes a warm :class:`~rung.serving.batching.Runtime` is
+:class:`~rung.serving.loading.VersionLoader`'s.
+
 A version that cannot be loaded (files that fail their sha256, a version
 not registered) is not served, and :meth:`VersionPool.not_served` says
 which and why. A running gateway keeps the table it had; one that starts
@@ -44,26 +47,15 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from rung.delivery.routing import RoutingTable, set_routing, single_version
-from rung.errors import (
-    ConfigError,
-    IntegrityError,
-    ModelVersionNotFound,
-    NotFound,
-    NotServed,
-    RungError,
-    StaleRoute,
-)
-from rung.models.compiled import CompiledPipeline, compile_model
-from rung.models.loaded import LoadedModel
-from rung.models.loader import training_inputs
+from rung.errors import ConfigError, IntegrityError, ModelVersionNotFound, NotFound, NotServed, RungError, StaleRoute
 from rung.serving.batching import Runtime
+from rung.serving.loading import VersionLoader
 from rung.serving.metrics import GatewayMetrics
 from rung.serving.stats import Stats
 from rung.serving.worker import ModelWorker
 
 if TYPE_CHECKING:
     from rung.project import Project
-    from rung.store.records import ModelVersionRecord
 
 __all__ = ["VersionPool"]
 
@@ -95,6 +87,7 @@ class VersionPool:
         self.metrics = metrics
         self.db = db
         self.stats = stats
+        self.loader = VersionLoader(project, metrics, stats)
         self.tables: dict[str, RoutingTable] = {}
         self.applied: dict[str, int] = {}  # model -> revision served; replaced whole at each swap (read by other threads)
         self.runtimes: dict[tuple[str, int], Runtime] = {}
@@ -293,7 +286,7 @@ class VersionPool:
         key = (model, version)
         try:
             async with self._loading:
-                runtime = await asyncio.to_thread(self._load, model, version)
+                runtime = await asyncio.to_thread(self.loader.load, model, version)
         finally:
             self._loads.pop(key, None)
         if self._closed or model in self.unloaded:  # the gateway stopped, or the model was unloaded, meanwhile
@@ -302,73 +295,9 @@ class VersionPool:
         self.runtimes[key] = runtime
         return runtime
 
-    def _record(self, model: str, version: int) -> ModelVersionRecord:
-        record = self.store.get_model_version(model, version)
-        if record is None:
-            raise ModelVersionNotFound(f"{model}:{version} is not a registered version")
-        return record
-
     def verify(self, model: str, version: int) -> None:
         """Raise unless ``model:version`` is registered and its files match their sha256 (blocking)."""
-        self.project.models_loader.fetch_verified(self._record(model, version))
-
-    def _load(self, model: str, version: int) -> Runtime:
-        """Download, verify and load a version, start its worker, warm it up (off the event loop).
-
-        OpenMP is held to ``serve.model_threads`` in this thread as in the
-        prediction threads: the compile check and the warm-up predict here,
-        and a model spreading over every core while other gateway processes
-        load beside it spun for 0.2-0.9 s a call instead of a few ms.
-        """
-        from threadpoolctl import threadpool_limits
-
-        record = self._record(model, version)
-        loaded = self.project.models_loader.load(record)  # imports the flavour's libraries: limits reach only those loaded
-        with threadpool_limits(limits=self.settings.model_threads, user_api="openmp"):
-            return self._prepare(model, version, record, loaded)
-
-    def _prepare(self, model: str, version: int, record: ModelVersionRecord, loaded: LoadedModel) -> Runtime:
-        """Compile, start the workers of and warm up a version just loaded."""
-        not_compiled = "serve.compile is false"
-        if self.settings.compile:
-            loaded.compiled, not_compiled = self._compile(loaded, record)
-        workers: list[ModelWorker] = []
-        if self.settings.isolation == "process":
-            try:
-                restarted = self.metrics.worker_restarts.labels(model, str(version)).inc
-                workers.extend(ModelWorker(loaded, threads=self.settings.model_threads, on_restart=restarted)
-                               for _ in range(self.settings.workers))
-            except Exception as exc:  # e.g. a pyfunc model that cannot be pickled: predict in a thread instead
-                for worker in workers:
-                    worker.close()
-                workers = []
-                log.warning("%s predicts in a thread of the gateway: no worker process (%s)", loaded.ref, exc)
-        batching = self.settings.batching
-        runtime = Runtime(
-            loaded,
-            workers=[*workers],
-            max_batch_size=batching.max_batch_size,
-            max_wait_ms=batching.max_wait_ms,
-            batching=batching.enabled,
-            threads=self.settings.model_threads,
-            on_batch=lambda m, rows: self.metrics.batch_rows.labels(m.name, str(m.version)).observe(rows),
-            stats=self.stats.version(model, version),
-        )
-        runtime.warm_up()
-        self.metrics.loaded.labels(model, str(version), loaded.flavor, loaded.device).set(1)
-        if loaded.compiled is None:
-            runtime.note = f"not compiled: {not_compiled}"
-        log.info("loaded %s", runtime.describe())
-        return runtime
-
-    def _compile(self, loaded: LoadedModel, record: ModelVersionRecord) -> tuple[CompiledPipeline | None, str]:
-        """The compiled route when it gives the estimator's answers on the version's training rows; else why not."""
-        try:
-            sample = training_inputs(record, self.project.artifacts, self.project.settings.data.target)
-        except RungError as exc:
-            log.warning("not compiled: %s", exc)
-            return None, str(exc)
-        return compile_model(loaded, sample)
+        self.loader.verify(model, version)
 
     def _unload_unused(self) -> None:
         """Unload versions no table needs after a grace period.
