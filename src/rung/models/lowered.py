@@ -335,11 +335,12 @@ class _Boosted(_Lowered):
         trees = [tree.nodes for iteration in model._predictors for tree in iteration]
         if any(nodes["is_categorical"].any() for nodes in trees) or model._baseline_prediction.dtype != np.float64:
             return None
-        starts = np.cumsum([0] + [len(nodes) for nodes in trees[:-1]])
+        sizes = [len(nodes) for nodes in trees]
+        starts = np.cumsum([0, *sizes[:-1]])
         nodes = np.concatenate(trees)
         leaf = nodes["is_leaf"].astype(bool)
         own = np.arange(len(nodes))
-        offset = np.repeat(starts, [len(n) for n in trees])
+        offset = np.repeat(starts, sizes)  # each node's tree start: the trees' child indices are their own
         left = np.where(leaf, own, nodes["left"].astype(np.intp) + offset)
         right = np.where(leaf, own, nodes["right"].astype(np.intp) + offset)
         return cls(model, np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp),
